@@ -1,0 +1,123 @@
+//! One error type for the whole library.
+//!
+//! Every variant names the thing that went wrong (a path, a PID, a name) and keeps the OS
+//! error as its source, so a binary can print `{err:#}` and the user knows what to look at.
+//! Each variant also knows which documented exit code it maps to.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::exit::Code;
+
+/// Result alias used throughout pm-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an `exec` of the service's command failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecFailure {
+    NotFound,
+    PermissionDenied,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName { name: String, reason: String },
+
+    #[error("invalid template {template:?}: {reason}")]
+    InvalidTemplate { template: String, reason: String },
+
+    #[error("invalid signal {0:?} (use a name such as TERM or SIGTERM, or a number such as 15)")]
+    InvalidSignal(String),
+
+    #[error("invalid duration {0:?} (use e.g. 250ms, 5s, 2m or 1.5)")]
+    InvalidDuration(String),
+
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidArgument {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("state directory {path}: {reason}")]
+    UnsafeStateDir { path: PathBuf, reason: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{path}: corrupt record: {reason}")]
+    CorruptRecord { path: PathBuf, reason: String },
+
+    #[error("{path}: invalid PID file: {reason}")]
+    InvalidPidFile { path: PathBuf, reason: String },
+
+    #[error("pid {pid}: {source}")]
+    Process {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{program}: {}", exec_reason(*kind, source))]
+    Exec {
+        program: String,
+        kind: ExecFailure,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+
+    #[error("no record for {0} (start it once with a command: pm-start {0} -- COMMAND)")]
+    NoRecord(String),
+
+    #[error("{0}")]
+    Os(String),
+}
+
+fn exec_reason(kind: ExecFailure, source: &io::Error) -> String {
+    match kind {
+        ExecFailure::NotFound => "command not found".into(),
+        ExecFailure::PermissionDenied => "permission denied (not executable?)".into(),
+        ExecFailure::Other => format!("cannot execute: {source}"),
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The documented exit code for this error.
+    pub fn exit_code(&self) -> Code {
+        match self {
+            Error::InvalidName { .. }
+            | Error::InvalidTemplate { .. }
+            | Error::InvalidSignal(_)
+            | Error::InvalidDuration(_)
+            | Error::InvalidArgument { .. } => Code::Usage,
+            Error::NoRecord(_) => Code::Unknown,
+            _ => Code::Failure,
+        }
+    }
+}
+
+/// Converts a nix errno into an io::Error (for `#[source]`).
+pub(crate) fn errno(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}

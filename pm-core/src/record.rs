@@ -1,0 +1,195 @@
+//! The record: everything pm knows about one service, as `STATE/NAME.json`.
+//!
+//! It is what lets tools that share no process agree: pm-start writes it, pm-stop and
+//! pm-status read it and the kernel, and a later `pm-start NAME` restarts from it.
+//! Unknown fields are ignored and missing ones default, so newer tools can add fields.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Record format version written by this build.
+pub const VERSION: u32 = 1;
+
+/// Where the service is in its life, as pm last saw it. The kernel has the last word:
+/// pm-status checks `Running` against the process table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// pm-start is waiting for it to become ready.
+    Starting,
+    /// pm-start reported it up.
+    Running,
+    /// pm-stop stopped it (or it was recorded and never ran).
+    #[default]
+    Stopped,
+    /// pm-start failed (exited early, never ready, could not exec).
+    Failed,
+}
+
+/// Who writes the PID file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PidfileBy {
+    /// pm writes `STATE/NAME.pid` for the process it spawned.
+    #[default]
+    Pm,
+    /// The service writes it (`--pidfile`); it may name a forked daemon.
+    Service,
+}
+
+/// The pm-start process that is waiting for readiness, so pm-status can say `starting`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Starter {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// What the last stop did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct LastStop {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Which tool stopped it: pm-stop, pm-stopall, pm-start (after a failed start).
+    pub by: String,
+    /// Signal sent first (short name).
+    pub signal: String,
+    pub escalated: bool,
+    pub duration_ms: u64,
+    /// `stopped`, `already-gone`, or `failed`.
+    pub result: String,
+    /// PIDs that could not be stopped.
+    pub left: Vec<i32>,
+}
+
+/// Why the last start failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Failure {
+    pub at: String,
+    pub reason: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+}
+
+/// `STATE/NAME.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Record {
+    pub version: u32,
+    pub name: String,
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    /// `--env KEY=VALUE` pairs, in the order given.
+    pub env: Vec<(String, String)>,
+    pub pidfile: PathBuf,
+    pub pidfile_by: PidfileBy,
+    pub log: PathBuf,
+    pub user: Option<String>,
+    pub phase: Phase,
+    pub pid: Option<i32>,
+    pub pgid: Option<i32>,
+    pub sid: Option<i32>,
+    /// Field 22 of /proc/PID/stat (clock ticks after boot).
+    pub start_time: Option<u64>,
+    pub boot_id: Option<String>,
+    /// RFC 3339 UTC with nanoseconds; also the sort key for "start order".
+    pub started_at: Option<String>,
+    pub starter: Option<Starter>,
+    pub stop_signal: String,
+    pub stop_timeout_ms: u64,
+    pub grace_ms: Option<u64>,
+    pub ready: Vec<String>,
+    pub ready_timeout_ms: u64,
+    pub last_stop: Option<LastStop>,
+    pub failure: Option<Failure>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            version: VERSION,
+            name: String::new(),
+            command: Vec::new(),
+            cwd: PathBuf::from("/"),
+            env: Vec::new(),
+            pidfile: PathBuf::new(),
+            pidfile_by: PidfileBy::Pm,
+            log: PathBuf::new(),
+            user: None,
+            phase: Phase::Stopped,
+            pid: None,
+            pgid: None,
+            sid: None,
+            start_time: None,
+            boot_id: None,
+            started_at: None,
+            starter: None,
+            stop_signal: "TERM".into(),
+            stop_timeout_ms: 10_000,
+            grace_ms: None,
+            ready: Vec::new(),
+            ready_timeout_ms: 30_000,
+            last_stop: None,
+            failure: None,
+        }
+    }
+}
+
+impl Record {
+    pub fn stop_timeout(&self) -> Duration {
+        Duration::from_millis(self.stop_timeout_ms)
+    }
+
+    /// `started_at` parsed, for ordering; records never started sort first.
+    pub fn started(&self) -> Option<SystemTime> {
+        self.started_at
+            .as_deref()
+            .and_then(|s| humantime::parse_rfc3339(s).ok())
+    }
+}
+
+/// Now, as RFC 3339 UTC with nanoseconds.
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+/// A time as RFC 3339 UTC with nanoseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_ignores_unknown_fields() {
+        let r = Record {
+            name: "web".into(),
+            command: vec!["sleep".into(), "100".into()],
+            env: vec![("A".into(), "1".into())],
+            pid: Some(4242),
+            phase: Phase::Running,
+            started_at: Some(now_rfc3339()),
+            ..Record::default()
+        };
+        let mut v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["version"], VERSION);
+        assert_eq!(v["phase"], "running");
+        v["from_the_future"] = serde_json::json!({"x": 1});
+        let back: Record = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        assert!(back.started().is_some());
+    }
+
+    #[test]
+    fn missing_fields_default() {
+        let r: Record = serde_json::from_str(r#"{"version":1,"name":"x"}"#).unwrap();
+        assert_eq!(r.stop_signal, "TERM");
+        assert_eq!(r.phase, Phase::Stopped);
+        assert!(r.pid.is_none());
+    }
+}

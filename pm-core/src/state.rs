@@ -1,0 +1,407 @@
+//! The state directory: where records, PID files, logs and locks live.
+//!
+//! Resolution order: `--state-dir` › `$PM_STATE_DIR` › `$XDG_RUNTIME_DIR/pm` › `/run/pm`
+//! (root) › `${TMPDIR:-/tmp}/pm-$UID`. Because the last one sits in a shared directory, a
+//! directory that is not ours or is group/world-writable is refused: another user must not
+//! be able to plant records or PID files that make pm signal their choice of process.
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::lock::NameLock;
+use crate::name::{self, Name};
+use crate::record::Record;
+
+/// Largest record pm will read.
+pub const MAX_RECORD: u64 = 1 << 20;
+
+/// A resolved, checked state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    path: PathBuf,
+}
+
+/// Where the state directory is, before any check: the documented resolution order.
+pub fn locate(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>, euid: u32) -> PathBuf {
+    let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = nonempty("PM_STATE_DIR") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = nonempty("XDG_RUNTIME_DIR").filter(|p| Path::new(p).is_absolute()) {
+        return PathBuf::from(p).join("pm");
+    }
+    if euid == 0 {
+        return PathBuf::from("/run/pm");
+    }
+    let tmp = nonempty("TMPDIR").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(tmp).join(format!("pm-{euid}"))
+}
+
+impl StateDir {
+    /// Resolves the state directory from the flag and the environment. With `create`, a
+    /// missing directory is made (mode 0700); without, it is returned unchecked if missing
+    /// (read-only callers such as pm-status then see no records).
+    pub fn resolve(explicit: Option<&Path>, create: bool) -> Result<StateDir> {
+        let euid = nix::unistd::geteuid().as_raw();
+        let path = locate(explicit, |k| std::env::var_os(k), euid);
+        let path = if path.is_absolute() {
+            path
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io(".", e))?
+                .join(path)
+        };
+        Self::open(path, create, euid)
+    }
+
+    fn open(path: PathBuf, create: bool, euid: u32) -> Result<StateDir> {
+        let unsafe_dir = |reason: String| Error::UnsafeStateDir {
+            path: path.clone(),
+            reason,
+        };
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                fs::metadata(&path).map_err(|e| Error::io(&path, e))?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StateDir { path }),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        if !meta.is_dir() {
+            return Err(unsafe_dir("not a directory".into()));
+        }
+        if meta.uid() != euid {
+            return Err(unsafe_dir(format!(
+                "owned by uid {}, not by you (uid {euid})",
+                meta.uid()
+            )));
+        }
+        if meta.permissions().mode() & 0o022 != 0 {
+            return Err(unsafe_dir(format!(
+                "group- or world-writable (mode {:o}); run chmod go-w on it",
+                meta.permissions().mode() & 0o7777
+            )));
+        }
+        Ok(StateDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn record_path(&self, name: &Name) -> PathBuf {
+        self.path.join(format!("{name}.json"))
+    }
+
+    pub fn pidfile_path(&self, name: &Name) -> PathBuf {
+        self.path.join(format!("{name}.pid"))
+    }
+
+    pub fn log_path(&self, name: &Name) -> PathBuf {
+        self.path.join(format!("{name}.log"))
+    }
+
+    pub fn lock_path(&self, name: &Name) -> PathBuf {
+        self.path.join(format!("{name}.lock"))
+    }
+
+    pub fn notify_path(&self, name: &Name) -> PathBuf {
+        self.path.join(format!("{name}.notify"))
+    }
+
+    /// Expands a path template for `name` in this directory.
+    pub fn expand(&self, template: &str, name: &Name) -> Result<PathBuf> {
+        name::expand(template, name, &self.path)
+    }
+
+    /// Takes the per-name lock (blocking).
+    pub fn lock(&self, name: &Name) -> Result<NameLock> {
+        NameLock::acquire(&self.lock_path(name))
+    }
+
+    /// Reads `NAME.json`; `Ok(None)` when there is none.
+    pub fn read_record(&self, name: &Name) -> Result<Option<Record>> {
+        let path = self.record_path(name);
+        let file = match File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(Error::CorruptRecord {
+                    path,
+                    reason: "is a symbolic link".into(),
+                })
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+        if !meta.is_file() || meta.len() > MAX_RECORD {
+            return Err(Error::CorruptRecord {
+                path,
+                reason: format!("not a regular file of at most {MAX_RECORD} bytes"),
+            });
+        }
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_RECORD + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(&path, e))?;
+        let record: Record = serde_json::from_slice(&buf).map_err(|e| Error::CorruptRecord {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if record.name != name.as_str() {
+            return Err(Error::CorruptRecord {
+                path,
+                reason: format!("it names {:?}", record.name),
+            });
+        }
+        Ok(Some(record))
+    }
+
+    /// Writes the record atomically: readers see the old or the new one, never a mix.
+    pub fn write_record(&self, record: &Record) -> Result<()> {
+        let name = Name::new(&record.name)?;
+        let mut json = serde_json::to_vec_pretty(record)
+            .map_err(|e| Error::Os(format!("cannot encode record: {e}")))?;
+        json.push(b'\n');
+        write_atomic(&self.record_path(&name), &json, 0o600)
+    }
+
+    /// Every record, oldest start first (never-started ones first of all, by name).
+    /// A record that cannot be read is listed with its error, not dropped.
+    pub fn list(&self) -> Result<Vec<(Name, Result<Record>)>> {
+        let dir = match fs::read_dir(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.path, e)),
+        };
+        let mut out = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| Error::io(&self.path, e))?;
+            let file = entry.file_name();
+            let Some(stem) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
+                continue;
+            };
+            let Ok(name) = Name::new(stem) else { continue };
+            let rec = self.read_record(&name).and_then(|r| r.ok_or(Error::NoRecord(stem.into())));
+            if matches!(rec, Err(Error::NoRecord(_))) {
+                continue; // removed while listing
+            }
+            out.push((name, rec));
+        }
+        out.sort_by(|(an, ar), (bn, br)| {
+            let key = |r: &Result<Record>| r.as_ref().ok().and_then(|r| r.started());
+            key(ar).cmp(&key(br)).then_with(|| an.cmp(bn))
+        });
+        Ok(out)
+    }
+}
+
+/// Writes `data` to `path` atomically: a temp file beside it, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // PID + counter: unique across processes and across threads of one process.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file_name}.{}.{seq}.tmp", std::process::id()));
+    let result = (|| -> io::Result<()> {
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{now_rfc3339, Phase};
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let m: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn resolution_order() {
+        let all = env(&[("PM_STATE_DIR", "/a"), ("XDG_RUNTIME_DIR", "/run/user/1000"), ("TMPDIR", "/t")]);
+        assert_eq!(locate(Some(Path::new("/x")), &all, 1000), PathBuf::from("/x"));
+        assert_eq!(locate(None, &all, 1000), PathBuf::from("/a"));
+        let no_pm = env(&[("XDG_RUNTIME_DIR", "/run/user/1000"), ("TMPDIR", "/t")]);
+        assert_eq!(locate(None, &no_pm, 1000), PathBuf::from("/run/user/1000/pm"));
+        let tmp_only = env(&[("TMPDIR", "/t")]);
+        assert_eq!(locate(None, &tmp_only, 0), PathBuf::from("/run/pm"));
+        assert_eq!(locate(None, &tmp_only, 1000), PathBuf::from("/t/pm-1000"));
+        assert_eq!(locate(None, env(&[]), 1000), PathBuf::from("/tmp/pm-1000"));
+        // Empty or relative values are ignored, as an unset variable would be.
+        let empty = env(&[("PM_STATE_DIR", ""), ("XDG_RUNTIME_DIR", "relative")]);
+        assert_eq!(locate(None, &empty, 1000), PathBuf::from("/tmp/pm-1000"));
+    }
+
+    #[test]
+    fn creates_0700_and_refuses_writable_or_foreign_dirs() {
+        let base = tempfile::tempdir().unwrap();
+        let euid = nix::unistd::geteuid().as_raw();
+        let p = base.path().join("a/b/pm");
+        let sd = StateDir::open(p.clone(), true, euid).unwrap();
+        assert_eq!(fs::metadata(sd.path()).unwrap().permissions().mode() & 0o777, 0o700);
+
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = StateDir::open(p.clone(), true, euid).unwrap_err().to_string();
+        assert!(e.contains("world-writable"), "{e}");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o720)).unwrap();
+        assert!(StateDir::open(p.clone(), true, euid).is_err());
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(StateDir::open(p.clone(), true, euid).is_ok());
+
+        // Owned by somebody else.
+        let e = StateDir::open(p.clone(), true, euid + 1).unwrap_err().to_string();
+        assert!(e.contains("not by you"), "{e}");
+
+        let file = base.path().join("file");
+        fs::write(&file, "").unwrap();
+        let e = StateDir::open(file, true, euid).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+
+        // Read-only resolution does not create.
+        let missing = base.path().join("missing");
+        StateDir::open(missing.clone(), false, euid).unwrap();
+        assert!(!missing.exists());
+    }
+
+    fn sd() -> (tempfile::TempDir, StateDir) {
+        let base = tempfile::tempdir().unwrap();
+        let euid = nix::unistd::geteuid().as_raw();
+        let sd = StateDir::open(base.path().join("pm"), true, euid).unwrap();
+        (base, sd)
+    }
+
+    fn rec(name: &str) -> Record {
+        Record {
+            name: name.into(),
+            command: vec!["sleep".into(), "1".into()],
+            phase: Phase::Running,
+            started_at: Some(now_rfc3339()),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn write_read_and_list_in_start_order() {
+        let (_b, sd) = sd();
+        for n in ["c", "a", "b"] {
+            sd.write_record(&rec(n)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let never = Record {
+            name: "z".into(),
+            ..Record::default()
+        };
+        sd.write_record(&never).unwrap();
+        let names: Vec<String> = sd
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|(n, r)| {
+                r.unwrap();
+                n.to_string()
+            })
+            .collect();
+        assert_eq!(names, ["z", "c", "a", "b"]);
+        let n = Name::new("a").unwrap();
+        assert_eq!(sd.read_record(&n).unwrap().unwrap().name, "a");
+        assert!(sd.read_record(&Name::new("nope").unwrap()).unwrap().is_none());
+        // No temp files left behind.
+        let stray: Vec<_> = fs::read_dir(sd.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(stray.is_empty());
+    }
+
+    #[test]
+    fn corrupt_records_are_reported_not_dropped() {
+        let (_b, sd) = sd();
+        sd.write_record(&rec("good")).unwrap();
+        fs::write(sd.path().join("bad.json"), "{\"version\": 1, \"name\": ").unwrap();
+        fs::write(sd.path().join("liar.json"), "{\"version\": 1, \"name\": \"other\"}").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", sd.path().join("link.json")).unwrap();
+        let listed = sd.list().unwrap();
+        assert_eq!(listed.len(), 4);
+        for (n, r) in listed {
+            match n.as_str() {
+                "good" => assert!(r.is_ok()),
+                other => {
+                    let e = r.unwrap_err();
+                    assert!(matches!(e, Error::CorruptRecord { .. }), "{other}: {e}");
+                }
+            }
+        }
+        let big = sd.path().join("big.json");
+        fs::write(&big, vec![b' '; (MAX_RECORD + 10) as usize]).unwrap();
+        assert!(sd.read_record(&Name::new("big").unwrap()).is_err());
+    }
+
+    #[test]
+    fn readers_never_see_a_half_written_record() {
+        let (_b, sd) = sd();
+        let name = Name::new("web").unwrap();
+        let mut big = rec("web");
+        big.command = (0..2000).map(|i| format!("arg-{i}")).collect();
+        sd.write_record(&big).unwrap();
+        let writer = {
+            let sd = sd.clone();
+            let big = big.clone();
+            std::thread::spawn(move || {
+                for i in 0..300 {
+                    let mut r = big.clone();
+                    r.pid = Some(i + 2);
+                    sd.write_record(&r).unwrap();
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() {
+            let r = sd.read_record(&name).unwrap().unwrap();
+            assert_eq!(r.command.len(), 2000);
+            reads += 1;
+        }
+        writer.join().unwrap();
+        assert!(reads > 0);
+    }
+}

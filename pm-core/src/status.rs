@@ -1,0 +1,226 @@
+//! What state a service is in, decided from the record, the PID file and the kernel —
+//! never from the record alone.
+//!
+//! Shared by every tool: pm-status reports it, pm-start uses it to refuse a second start,
+//! pm-stop and pm-stopall use it to find what to stop.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::name::Name;
+use crate::pidfile;
+use crate::process::{self, Expect, Stat, Verdict};
+use crate::record::{Phase, PidfileBy, Record};
+use crate::state::StateDir;
+
+/// The states of the design, in the words pm prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Running,
+    Starting,
+    Stopped,
+    Dead,
+    Unknown,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Starting => "starting",
+            State::Stopped => "stopped",
+            State::Dead => "dead",
+            State::Unknown => "unknown",
+        }
+    }
+
+    /// LSB status code.
+    pub fn code(self) -> crate::exit::Code {
+        use crate::exit::Code;
+        match self {
+            State::Running => Code::Ok,
+            State::Starting => Code::Starting,
+            State::Stopped => Code::NotRunning,
+            State::Dead => Code::Failure,
+            State::Unknown => Code::Unknown,
+        }
+    }
+}
+
+/// Everything known about one name right now.
+#[derive(Debug)]
+pub struct Inspection {
+    pub name: Name,
+    pub state: State,
+    pub record: Option<Record>,
+    /// The PID file that applies (recorded, or from `--pidfile`/`PM_PIDFILE`).
+    pub pidfile: Option<PathBuf>,
+    /// The live, verified process (running or starting).
+    pub live: Option<(Stat, Expect)>,
+    /// Why the state is what it is, when that is not obvious (dead, unknown).
+    pub note: Option<String>,
+    /// The PID file names a process that is gone or is not ours.
+    pub stale_pidfile: bool,
+    /// A record that exists but cannot be read.
+    pub error: Option<Error>,
+}
+
+impl Inspection {
+    pub fn pid(&self) -> Option<i32> {
+        self.live
+            .as_ref()
+            .map(|(s, _)| s.pid)
+            .or_else(|| self.record.as_ref().and_then(|r| r.pid))
+    }
+}
+
+/// A candidate process and how to verify it.
+fn candidates(record: &Record, pidfile: Option<&pidfile::PidFile>) -> Vec<(i32, Expect)> {
+    let mut out = Vec::new();
+    if let Some(pf) = pidfile {
+        out.push((pf.pid, Expect::WrittenBy(pf.mtime)));
+    }
+    if let (Some(pid), Some(st), Some(boot)) = (record.pid, record.start_time, &record.boot_id) {
+        out.push((
+            pid,
+            Expect::StartTime {
+                start_time: st,
+                boot_id: boot.clone(),
+            },
+        ));
+    }
+    out
+}
+
+/// Looks at `name`: its record (if any), its PID file (recorded, or from `template`), and
+/// the process table. Read-only: takes no lock, writes nothing.
+pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection {
+    let mut out = Inspection {
+        name: name.clone(),
+        state: State::Unknown,
+        record: None,
+        pidfile: None,
+        live: None,
+        note: None,
+        stale_pidfile: false,
+        error: None,
+    };
+    let record = match sd.read_record(name) {
+        Ok(r) => r,
+        Err(e) => {
+            out.note = Some(e.to_string());
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let pidfile_path = match &record {
+        Some(r) if !r.pidfile.as_os_str().is_empty() => Some(r.pidfile.clone()),
+        Some(_) => None,
+        None => match template.map(|t| sd.expand(t, name)) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                out.note = Some(e.to_string());
+                out.error = Some(e);
+                return out;
+            }
+            None => None,
+        },
+    };
+    out.pidfile = pidfile_path.clone();
+    // A PID file pm wrote adds nothing to the record; one the service writes may name a
+    // newer process (a daemon's fork, a binary upgrade).
+    let read_pidfile = record.as_ref().is_none_or(|r| r.pidfile_by == PidfileBy::Service);
+    let pf = match (&pidfile_path, read_pidfile) {
+        (Some(p), true) => match pidfile::read(p) {
+            Ok(pf) => pf,
+            Err(e) => {
+                out.stale_pidfile = true;
+                out.note = Some(e.to_string());
+                None
+            }
+        },
+        _ => None,
+    };
+
+    let Some(record) = record else {
+        match pf {
+            Some(pf) => match process::check(pf.pid, &Expect::WrittenBy(pf.mtime)) {
+                Ok(Verdict::Ours(stat)) => {
+                    out.state = State::Running;
+                    out.live = Some((stat, Expect::WrittenBy(pf.mtime)));
+                }
+                Ok(v) => {
+                    out.state = State::Dead;
+                    out.stale_pidfile = true;
+                    out.note = Some(dead_note(pf.pid, &v));
+                }
+                Err(e) => {
+                    out.state = State::Unknown;
+                    out.note = Some(e.to_string());
+                }
+            },
+            None if out.stale_pidfile => out.state = State::Dead,
+            None => {}
+        }
+        return out;
+    };
+
+    let mut last_verdict = None;
+    for (pid, expect) in candidates(&record, pf.as_ref()) {
+        match process::check(pid, &expect) {
+            Ok(Verdict::Ours(stat)) => {
+                out.live = Some((stat, expect));
+                break;
+            }
+            Ok(v) => {
+                if matches!(expect, Expect::WrittenBy(_)) {
+                    out.stale_pidfile = true;
+                }
+                last_verdict.get_or_insert((pid, v));
+            }
+            Err(e) => {
+                out.note = Some(e.to_string());
+            }
+        }
+    }
+    let starter_alive = record.starter.as_ref().is_some_and(|s| {
+        process::check(
+            s.pid,
+            &Expect::StartTime {
+                start_time: s.start_time,
+                boot_id: record.boot_id.clone().unwrap_or_default(),
+            },
+        )
+        .is_ok_and(|v| v.is_ours())
+    });
+    out.state = match (record.phase, out.live.is_some()) {
+        (Phase::Starting, _) if starter_alive => State::Starting,
+        (_, true) => State::Running,
+        (Phase::Running | Phase::Starting, false) => {
+            if let Some((pid, v)) = &last_verdict {
+                out.note = Some(dead_note(*pid, v));
+            }
+            State::Dead
+        }
+        (Phase::Failed, false) => {
+            out.note = record.failure.as_ref().map(|f| f.reason.clone());
+            State::Dead
+        }
+        (Phase::Stopped, false) => State::Stopped,
+    };
+    out.record = Some(record);
+    out
+}
+
+fn dead_note(pid: i32, v: &Verdict) -> String {
+    match v {
+        Verdict::Gone => format!("pid {pid} is gone"),
+        Verdict::Reused(s) => format!("pid {pid} now belongs to another process ({})", s.comm),
+        Verdict::OtherBoot => "recorded before the last reboot".into(),
+        Verdict::Protected => format!("pid {pid} is never a service"),
+        Verdict::Ours(_) => String::new(),
+    }
+}

@@ -1,0 +1,448 @@
+//! The stop algorithm shared by pm-stop, pm-stopall and pm-start's clean-up.
+//!
+//! Graceful first, certain in the end: the stop signal goes to the leader (through its
+//! pidfd) and to its whole process group, then SIGCONT so a stopped process can act on it;
+//! pm waits on pidfds until the leader and every group member are gone, and escalates to
+//! SIGKILL after the timeout. Groups are not enough (every PostgreSQL child calls
+//! `setsid()`, self-daemonizers double-fork), so the service's descendants are snapshotted
+//! by parent PID before anything is sent, and once the leader is gone whatever is left of
+//! that snapshot and of the session is swept the same way. What cannot be stopped is
+//! reported by PID, never silently left.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{errno, Error, Result};
+use crate::process::{self, Expect, Handle, Stat};
+
+/// How long to wait for processes to disappear after SIGKILL.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// What to stop and how.
+#[derive(Debug)]
+pub struct Plan {
+    /// The verified leader, if it is still alive and ours.
+    pub leader: Option<Handle>,
+    /// Recorded process group and session of the service (usually both = leader PID).
+    pub pgid: Option<i32>,
+    pub sid: Option<i32>,
+    /// Recorded start time of the leader: nothing born earlier can belong to the service.
+    pub born_after: u64,
+    pub signal: Signal,
+    pub timeout: Duration,
+    /// Escalate to SIGKILL after the timeout (false for `--no-kill`).
+    pub kill: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing of the service was running.
+    AlreadyGone,
+    /// Everything is gone.
+    Stopped {
+        signal: Signal,
+        escalated: bool,
+        elapsed: Duration,
+        /// Processes outside the group that had to be stopped separately.
+        swept: usize,
+    },
+    /// Some processes are still alive.
+    Failed {
+        signal: Signal,
+        escalated: bool,
+        elapsed: Duration,
+        left: Vec<i32>,
+        reason: String,
+    },
+}
+
+impl Outcome {
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Outcome::Failed { .. })
+    }
+}
+
+/// A set of processes being stopped together.
+struct Targets {
+    handles: Vec<Handle>,
+    seen: HashSet<i32>,
+}
+
+impl Targets {
+    fn new() -> Self {
+        Targets {
+            handles: Vec::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Adds verified handles for `stats` not seen before; returns the new ones' indices.
+    fn add(&mut self, stats: &[Stat], boot: &str) -> Result<Vec<usize>> {
+        let mut added = Vec::new();
+        for s in stats {
+            if !self.seen.insert(s.pid) {
+                continue;
+            }
+            let expect = Expect::StartTime {
+                start_time: s.start_time,
+                boot_id: boot.to_string(),
+            };
+            if let Ok(h) = Handle::open(s.pid, &expect)? {
+                self.handles.push(h);
+                added.push(self.handles.len() - 1);
+            }
+        }
+        Ok(added)
+    }
+
+    fn signal(&self, which: &[usize], sig: Signal) -> Result<()> {
+        for &i in which {
+            self.handles[i].signal(sig)?;
+        }
+        Ok(())
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.handles.len()).collect()
+    }
+
+    fn alive(&self) -> Vec<i32> {
+        self.handles
+            .iter()
+            .filter(|h| !h.is_gone())
+            .map(|h| h.pid)
+            .collect()
+    }
+
+    fn wait(&self, deadline: Instant) -> bool {
+        let refs: Vec<&Handle> = self.handles.iter().collect();
+        process::wait_all_gone(&refs, deadline)
+    }
+}
+
+/// A process group or session id is ours to use only while no *other* live process holds
+/// that PID (Linux does not reuse a PID while it is a live group's or session's id, so
+/// if the id's PID is free, the members are the remains of our group).
+fn usable_id(id: Option<i32>, leader: Option<&Handle>, stats: &[Stat]) -> Option<i32> {
+    let id = id.filter(|&g| g > 1)?;
+    match leader {
+        Some(l) if l.pid == id => Some(id),
+        _ => {
+            if stats.iter().any(|s| s.pid == id) {
+                None
+            } else {
+                Some(id)
+            }
+        }
+    }
+}
+
+/// Runs the plan. Returns only when everything is gone, or when it is certain that
+/// something cannot be stopped.
+pub fn stop(plan: Plan) -> Result<Outcome> {
+    let boot = process::boot_id()?;
+    let started = Instant::now();
+    let leader = plan.leader;
+    let stats = process::scan();
+    // The leader's own group, if it still leads one; else the recorded one if orphaned.
+    let leader_stat = leader
+        .as_ref()
+        .and_then(|l| stats.iter().find(|s| s.pid == l.pid).cloned());
+    let (pgid, sid) = match &leader_stat {
+        Some(s) => (
+            (s.pgrp == s.pid).then_some(s.pid),
+            (s.session == s.pid).then_some(s.pid),
+        ),
+        None => (
+            usable_id(plan.pgid, None, &stats),
+            usable_id(plan.sid, None, &stats),
+        ),
+    };
+    let leader_pid = leader.as_ref().map_or(0, |l| l.pid);
+    let snapshot = process::members(&stats, leader_pid, pgid, sid, plan.born_after);
+
+    let mut group = Targets::new();
+    if let Some(l) = leader {
+        group.seen.insert(l.pid);
+        group.handles.push(l);
+    }
+    let in_group = |s: &Stat| pgid.is_some_and(|g| s.pgrp == g);
+    let group_stats: Vec<Stat> = snapshot.iter().filter(|s| in_group(s)).cloned().collect();
+    group.add(&group_stats, &boot)?;
+    let mut rest = Targets::new();
+    rest.seen.extend(group.seen.iter().copied());
+    let rest_stats: Vec<Stat> = snapshot.iter().filter(|s| !in_group(s)).cloned().collect();
+    rest.add(&rest_stats, &boot)?;
+
+    if group.handles.is_empty() && rest.handles.is_empty() {
+        return Ok(Outcome::AlreadyGone);
+    }
+
+    let failed = |escalated: bool, left: Vec<i32>, reason: String| Outcome::Failed {
+        signal: plan.signal,
+        escalated,
+        elapsed: started.elapsed(),
+        left,
+        reason,
+    };
+    let send = |t: &Targets, which: &[usize], group_id: Option<i32>, sig: Signal| -> Result<()> {
+        if let Some(g) = group_id {
+            match killpg(Pid::from_raw(g), sig) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(e) => return Err(Error::Process { pid: g, source: errno(e) }),
+            }
+        }
+        t.signal(which, sig)?;
+        if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
+            if let Some(g) = group_id {
+                let _ = killpg(Pid::from_raw(g), Signal::SIGCONT);
+            }
+            t.signal(which, Signal::SIGCONT)?;
+        }
+        Ok(())
+    };
+
+    // Phase 1: the leader and its group.
+    let mut escalated = false;
+    if !group.handles.is_empty() || pgid.is_some() {
+        let deadline = started + plan.timeout;
+        if let Err(e) = send(&group, &group.all(), pgid, plan.signal) {
+            return Ok(failed(false, group.alive(), e.to_string()));
+        }
+        if !wait_group(&mut group, pgid, plan.born_after, &boot, plan.signal, deadline)? {
+            if !plan.kill {
+                return Ok(failed(false, group.alive(), "still running after the timeout (--no-kill)".into()));
+            }
+            escalated = true;
+            if let Err(e) = send(&group, &group.all(), pgid, Signal::SIGKILL) {
+                return Ok(failed(true, group.alive(), e.to_string()));
+            }
+            let kill_deadline = Instant::now() + KILL_WAIT;
+            if !wait_group(&mut group, pgid, plan.born_after, &boot, Signal::SIGKILL, kill_deadline)? {
+                return Ok(failed(true, group.alive(), "still running after SIGKILL".into()));
+            }
+        }
+    }
+
+    // Phase 2: the sweep. Whatever of the snapshot, the session, or their children is left.
+    let stats = process::scan();
+    // The leader is gone now, so a live process holding the session id is somebody else.
+    let sid_now = usable_id(sid, None, &stats);
+    let mut roots: Vec<i32> = rest.alive();
+    roots.sort_unstable();
+    let mut extra: Vec<Stat> = Vec::new();
+    for r in &roots {
+        extra.extend(process::members(&stats, *r, None, None, plan.born_after));
+    }
+    if let Some(s) = sid_now {
+        extra.extend(stats.iter().filter(|p| p.session == s && p.start_time >= plan.born_after && !process::is_protected(p.pid)).cloned());
+    }
+    if let Some(g) = pgid {
+        extra.extend(stats.iter().filter(|p| p.pgrp == g && p.start_time >= plan.born_after && !process::is_protected(p.pid)).cloned());
+    }
+    rest.add(&extra, &boot)?;
+    let live: Vec<usize> = (0..rest.handles.len()).filter(|&i| !rest.handles[i].is_gone()).collect();
+    let swept = live.len();
+    if swept > 0 {
+        if let Err(e) = send(&rest, &live, None, plan.signal) {
+            return Ok(failed(escalated, rest.alive(), e.to_string()));
+        }
+        if !rest.wait(Instant::now() + plan.timeout) {
+            if !plan.kill {
+                return Ok(failed(escalated, rest.alive(), "still running after the timeout (--no-kill)".into()));
+            }
+            escalated = true;
+            let live: Vec<usize> = (0..rest.handles.len()).filter(|&i| !rest.handles[i].is_gone()).collect();
+            if let Err(e) = send(&rest, &live, None, Signal::SIGKILL) {
+                return Ok(failed(true, rest.alive(), e.to_string()));
+            }
+            if !rest.wait(Instant::now() + KILL_WAIT) {
+                return Ok(failed(true, rest.alive(), "still running after SIGKILL".into()));
+            }
+        }
+    }
+    Ok(Outcome::Stopped {
+        signal: plan.signal,
+        escalated,
+        elapsed: started.elapsed(),
+        swept,
+    })
+}
+
+/// Waits until every known group member is gone, then re-reads the group once; members
+/// forked meanwhile are signalled and waited for too. False on timeout.
+fn wait_group(
+    group: &mut Targets,
+    pgid: Option<i32>,
+    born_after: u64,
+    boot: &str,
+    sig: Signal,
+    deadline: Instant,
+) -> Result<bool> {
+    loop {
+        if !group.wait(deadline) {
+            return Ok(false);
+        }
+        let Some(g) = pgid else { return Ok(true) };
+        let late: Vec<Stat> = process::scan()
+            .into_iter()
+            .filter(|s| s.pgrp == g && s.start_time >= born_after && !process::is_protected(s.pid))
+            .collect();
+        if late.is_empty() {
+            return Ok(true);
+        }
+        let added = group.add(&late, boot)?;
+        if added.is_empty() {
+            // Seen before but not gone by pidfd: cannot happen unless pidfds are missing.
+            if late.iter().all(|s| !process::is_alive(s.pid)) {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        group.signal(&added, sig)?;
+        if sig != Signal::SIGKILL {
+            group.signal(&added, Signal::SIGCONT)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spawn::{spawn, SpawnSpec, Spawned};
+
+    struct Svc {
+        s: Spawned,
+        dir: tempfile::TempDir,
+    }
+    impl Drop for Svc {
+        fn drop(&mut self) {
+            let _ = killpg(Pid::from_raw(self.s.pid()), Signal::SIGKILL);
+            let _ = self.s.child.kill();
+            let _ = self.s.child.wait();
+        }
+    }
+
+    fn start(script: &str) -> Svc {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+        let s = spawn(&SpawnSpec {
+            argv: &argv,
+            cwd: dir.path(),
+            env: &[],
+            log: &dir.path().join("log"),
+            user: None,
+        })
+        .unwrap();
+        Svc { s, dir }
+    }
+
+    /// Waits until the service wrote `n` lines to its log (it says when it is set up).
+    fn wait_lines(svc: &Svc, n: usize) -> Vec<String> {
+        let t = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(svc.dir.path().join("log")).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(String::from).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "service never wrote {n} lines: {text:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn plan(svc: &mut Svc, signal: Signal, timeout: Duration, kill: bool) -> Plan {
+        let pid = svc.s.pid();
+        let leader = Handle::open(
+            pid,
+            &Expect::StartTime {
+                start_time: svc.s.handle.start_time,
+                boot_id: process::boot_id().unwrap(),
+            },
+        )
+        .unwrap()
+        .ok();
+        Plan {
+            leader,
+            pgid: Some(pid),
+            sid: Some(pid),
+            born_after: svc.s.handle.start_time,
+            signal,
+            timeout,
+            kill,
+        }
+    }
+
+    fn gone(pid: i32) -> bool {
+        !process::is_alive(pid)
+    }
+
+    #[test]
+    fn stops_leader_and_group_members() {
+        let mut svc = start("sleep 100 & echo $!; sleep 100 & echo $!; wait");
+        let kids: Vec<i32> = wait_lines(&svc, 2).iter().map(|l| l.parse().unwrap()).collect();
+        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true)).unwrap();
+        assert!(matches!(out, Outcome::Stopped { escalated: false, .. }), "{out:?}");
+        let _ = svc.s.child.wait();
+        for k in kids {
+            assert!(gone(k), "child {k} left behind");
+        }
+    }
+
+    #[test]
+    fn escalates_when_term_is_ignored_and_no_kill_does_not() {
+        let mut svc = start("trap '' TERM; echo ready; while :; do sleep 0.05; done");
+        wait_lines(&svc, 1);
+        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_millis(300), false)).unwrap();
+        match &out {
+            Outcome::Failed { escalated: false, left, .. } => assert!(left.contains(&svc.s.pid())),
+            other => panic!("{other:?}"),
+        }
+        assert!(process::is_alive(svc.s.pid()));
+        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_millis(300), true)).unwrap();
+        assert!(matches!(out, Outcome::Stopped { escalated: true, .. }), "{out:?}");
+        let _ = svc.s.child.wait();
+    }
+
+    #[test]
+    fn sweeps_a_child_that_left_the_session() {
+        // The child calls setsid() and ignores TERM sent to the group.
+        let mut svc = start("setsid sh -c 'echo $$; trap \"exit 0\" TERM; while :; do sleep 0.05; done' & wait");
+        let escapee: i32 = wait_lines(&svc, 1)[0].parse().unwrap();
+        let s = Stat::read(escapee).unwrap().unwrap();
+        assert_ne!(s.session, svc.s.pid());
+        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true)).unwrap();
+        assert!(matches!(out, Outcome::Stopped { swept: 1.., .. }), "{out:?}");
+        assert!(gone(escapee));
+    }
+
+    #[test]
+    fn orphaned_group_members_are_stopped_when_the_leader_is_gone() {
+        let mut svc = start("sleep 100 & echo $!; exit 0");
+        let kid: i32 = wait_lines(&svc, 1)[0].parse().unwrap();
+        let _ = svc.s.child.wait();
+        let mut p = plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true);
+        assert!(p.leader.is_none());
+        p.leader = None;
+        let out = stop(p).unwrap();
+        assert!(matches!(out, Outcome::Stopped { .. }), "{out:?}");
+        assert!(gone(kid));
+    }
+
+    #[test]
+    fn nothing_running_is_already_gone() {
+        let mut svc = start("exit 0");
+        let _ = svc.s.child.wait();
+        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_secs(1), true)).unwrap();
+        assert_eq!(out, Outcome::AlreadyGone);
+    }
+}
