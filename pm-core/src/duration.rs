@@ -16,7 +16,9 @@ pub fn parse(s: &str) -> Result<Duration> {
         return Duration::try_from_secs_f64(secs).map_err(|_| bad());
     }
     // `1.5s`: humantime takes integers only, so handle a fractional number + unit here.
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.contains('.') {
         let v: f64 = num.parse().map_err(|_| bad())?;

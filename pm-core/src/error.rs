@@ -45,12 +45,9 @@ pub enum Error {
     #[error("state directory {path}: {reason}")]
     UnsafeStateDir { path: PathBuf, reason: String },
 
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The OS error is part of the message (not a `source`), so `{err:#}` shows it once.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: io::Error },
 
     #[error("{path}: corrupt record: {reason}")]
     CorruptRecord { path: PathBuf, reason: String },
@@ -58,19 +55,14 @@ pub enum Error {
     #[error("{path}: invalid PID file: {reason}")]
     InvalidPidFile { path: PathBuf, reason: String },
 
-    #[error("pid {pid}: {source}")]
-    Process {
-        pid: i32,
-        #[source]
-        source: io::Error,
-    },
+    #[error("pid {pid}: {err}")]
+    Process { pid: i32, err: io::Error },
 
-    #[error("{program}: {}", exec_reason(*kind, source))]
+    #[error("{program}: {}", exec_reason(*kind, err))]
     Exec {
         program: String,
         kind: ExecFailure,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
 
     #[error("unknown user {0:?}")]
@@ -86,11 +78,11 @@ pub enum Error {
     Os(String),
 }
 
-fn exec_reason(kind: ExecFailure, source: &io::Error) -> String {
+fn exec_reason(kind: ExecFailure, err: &io::Error) -> String {
     match kind {
         ExecFailure::NotFound => "command not found".into(),
         ExecFailure::PermissionDenied => "permission denied (not executable?)".into(),
-        ExecFailure::Other => format!("cannot execute: {source}"),
+        ExecFailure::Other => format!("cannot execute: {err}"),
     }
 }
 
@@ -99,7 +91,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 
@@ -117,7 +109,7 @@ impl Error {
     }
 }
 
-/// Converts a nix errno into an io::Error (for `#[source]`).
+/// Converts a nix errno into an io::Error.
 pub(crate) fn errno(e: nix::errno::Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }

@@ -59,6 +59,16 @@ impl From<Code> for std::process::ExitCode {
     }
 }
 
+/// The exit code for an error chain (as from `anyhow::Error::chain`): the first
+/// `pm_core::Error` in it decides; anything else is a plain failure.
+pub fn code_for<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> Code {
+    chain
+        .filter_map(|e| e.downcast_ref::<crate::Error>())
+        .map(|e| e.exit_code())
+        .next()
+        .unwrap_or(Code::Failure)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,12 +16,14 @@ pub mod pidfile;
 pub mod process;
 pub mod ready;
 pub mod record;
+pub mod report;
 pub mod signal;
 pub mod spawn;
 pub mod state;
 pub mod status;
 pub mod stop;
 mod sys;
+pub use sys::terminal_width;
 
 pub use error::{Error, Result};
 pub use exit::Code;

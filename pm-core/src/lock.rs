@@ -22,7 +22,8 @@ pub struct NameLock {
 impl NameLock {
     /// Blocks until the lock at `path` is ours.
     pub fn acquire(path: &Path) -> Result<NameLock> {
-        Self::take(path, FlockArg::LockExclusive).map(|l| l.ok_or_else(|| Error::Os("lock".into())))?
+        Self::take(path, FlockArg::LockExclusive)
+            .map(|l| l.ok_or_else(|| Error::Os("lock".into())))?
     }
 
     /// Takes the lock if nobody holds it; `Ok(None)` when somebody does.

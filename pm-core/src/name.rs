@@ -30,7 +30,10 @@ impl Name {
         if s.chars().count() > MAX_LEN {
             return Err(bad(format!("longer than {MAX_LEN} characters")));
         }
-        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "._@-".contains(*c))) {
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._@-".contains(*c)))
+        {
             return Err(bad(format!(
                 "character {c:?} is not allowed (use A-Z a-z 0-9 . _ @ -)"
             )));
@@ -153,7 +156,15 @@ mod tests {
         assert!(err.contains("'/'"), "{err}");
         let err = Name::new("a b").unwrap_err().to_string();
         assert!(err.contains("' '"), "{err}");
-        for bad in ["", ".hidden", "-x", "..", "a\0b", "ü", &"a".repeat(MAX_LEN + 1)] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "..",
+            "a\0b",
+            "ü",
+            &"a".repeat(MAX_LEN + 1),
+        ] {
             assert!(Name::new(bad).is_err(), "{bad:?}");
         }
     }
@@ -176,7 +187,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p, PathBuf::from("/run/pm/php-fpm/8.3/php-fpm@8.3.pid"));
-        let p = expand("/run/php/php{instance}-fpm.pid", &n("php-fpm@8.2"), Path::new("/")).unwrap();
+        let p = expand(
+            "/run/php/php{instance}-fpm.pid",
+            &n("php-fpm@8.2"),
+            Path::new("/"),
+        )
+        .unwrap();
         assert_eq!(p, PathBuf::from("/run/php/php8.2-fpm.pid"));
     }
 
@@ -188,13 +204,21 @@ mod tests {
 
     #[test]
     fn template_errors_name_the_problem() {
-        let e = expand("/run/{nmae}.pid", &n("web"), Path::new("/")).unwrap_err().to_string();
+        let e = expand("/run/{nmae}.pid", &n("web"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("{nmae}"), "{e}");
-        let e = expand("/run/{name.pid", &n("web"), Path::new("/")).unwrap_err().to_string();
+        let e = expand("/run/{name.pid", &n("web"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unclosed"), "{e}");
-        let e = expand("/run/}x", &n("web"), Path::new("/")).unwrap_err().to_string();
+        let e = expand("/run/}x", &n("web"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unmatched"), "{e}");
-        let e = expand("/run/{instance}.pid", &n("web"), Path::new("/")).unwrap_err().to_string();
+        let e = expand("/run/{instance}.pid", &n("web"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("service@instance"), "{e}");
         assert!(check_template("/run/{instance}.pid").is_ok());
         assert!(check_template("/run/{bogus}").is_err());

@@ -108,7 +108,6 @@ pub fn remove(path: &Path) -> Result<bool> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,12 +118,28 @@ mod tests {
         assert_eq!(parse("  4242  \n"), Ok(4242));
         assert_eq!(parse("4242"), Ok(4242));
         // PostgreSQL's postmaster.pid: PID, data dir, start time, port, ...
-        assert_eq!(parse("4242\n/var/lib/postgresql/15/main\n1700000000\n5432\n"), Ok(4242));
+        assert_eq!(
+            parse("4242\n/var/lib/postgresql/15/main\n1700000000\n5432\n"),
+            Ok(4242)
+        );
     }
 
     #[test]
     fn rejects_junk_signs_and_reserved_pids() {
-        for bad in ["", "\n", "1", "0", "-5", "+5", "abc", "12abc", "0x10", "4 2", "99999999999999999999", "4194305000"] {
+        for bad in [
+            "",
+            "\n",
+            "1",
+            "0",
+            "-5",
+            "+5",
+            "abc",
+            "12abc",
+            "0x10",
+            "4 2",
+            "99999999999999999999",
+            "4194305000",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }

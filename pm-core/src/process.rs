@@ -70,10 +70,13 @@ impl Stat {
     pub fn read(pid: i32) -> Result<Option<Stat>> {
         let path = format!("/proc/{pid}/stat");
         match fs::read_to_string(&path) {
-            Ok(text) => Stat::parse(&text).map(Some).ok_or_else(|| {
-                Error::Os(format!("{path}: unexpected format"))
-            }),
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) || e.raw_os_error() == Some(libc::ESRCH) => {
+            Ok(text) => Stat::parse(&text)
+                .map(Some)
+                .ok_or_else(|| Error::Os(format!("{path}: unexpected format"))),
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::NotFound)
+                    || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
                 Ok(None)
             }
             Err(e) => Err(Error::io(path, e)),
@@ -147,7 +150,14 @@ pub fn is_alive(pid: i32) -> bool {
         Ok(()) | Err(Errno::EPERM) => {}
         Err(_) => return false,
     }
-    !matches!(Stat::read(pid), Ok(None) | Ok(Some(Stat { state: 'Z' | 'X' | 'x', .. })))
+    !matches!(
+        Stat::read(pid),
+        Ok(None)
+            | Ok(Some(Stat {
+                state: 'Z' | 'X' | 'x',
+                ..
+            }))
+    )
 }
 
 /// What identifies the process a record or PID file speaks of.
@@ -236,7 +246,7 @@ impl Handle {
             Ok(fd) => Some(fd),
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Err(Verdict::Gone)),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => None,
-            Err(e) => return Err(Error::Process { pid, source: e }),
+            Err(e) => return Err(Error::Process { pid, err: e }),
         };
         match check(pid, expect)? {
             Verdict::Ours(stat) => Ok(Ok(Handle {
@@ -253,11 +263,11 @@ impl Handle {
         let fd = match sys::pidfd_open(pid) {
             Ok(fd) => Some(fd),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => None,
-            Err(e) => return Err(Error::Process { pid, source: e }),
+            Err(e) => return Err(Error::Process { pid, err: e }),
         };
         let stat = Stat::read(pid)?.ok_or(Error::Process {
             pid,
-            source: io::Error::from_raw_os_error(libc::ESRCH),
+            err: io::Error::from_raw_os_error(libc::ESRCH),
         })?;
         Ok(Handle {
             pid,
@@ -286,7 +296,7 @@ impl Handle {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
             Err(e) => Err(Error::Process {
                 pid: self.pid,
-                source: e,
+                err: e,
             }),
         }
     }
@@ -360,7 +370,13 @@ pub fn scan() -> Vec<Stat> {
 /// Live processes in `stats` that belong to a service whose leader is `leader`: its
 /// descendants (by parent PID), members of process group `pgid` and of session `sid`.
 /// Processes born before `born_after` (ticks) are left out: they cannot be ours.
-pub fn members(stats: &[Stat], leader: i32, pgid: Option<i32>, sid: Option<i32>, born_after: u64) -> Vec<Stat> {
+pub fn members(
+    stats: &[Stat],
+    leader: i32,
+    pgid: Option<i32>,
+    sid: Option<i32>,
+    born_after: u64,
+) -> Vec<Stat> {
     let mut children: HashMap<i32, Vec<&Stat>> = HashMap::new();
     for s in stats {
         children.entry(s.ppid).or_default().push(s);
@@ -472,7 +488,10 @@ mod tests {
             boot_id: "00000000-0000-0000-0000-000000000000".into(),
         };
         assert_eq!(check(pid, &other_boot).unwrap(), Verdict::OtherBoot);
-        assert!(matches!(Handle::open(pid, &reused).unwrap(), Err(Verdict::Reused(_))));
+        assert!(matches!(
+            Handle::open(pid, &reused).unwrap(),
+            Err(Verdict::Reused(_))
+        ));
     }
 
     #[test]
@@ -485,7 +504,9 @@ mod tests {
             Verdict::Reused(_)
         ));
         std::thread::sleep(Duration::from_millis(30));
-        assert!(check(pid, &Expect::WrittenBy(SystemTime::now())).unwrap().is_ours());
+        assert!(check(pid, &Expect::WrittenBy(SystemTime::now()))
+            .unwrap()
+            .is_ours());
     }
 
     #[test]
@@ -494,8 +515,14 @@ mod tests {
         assert_eq!(check(1, &any).unwrap(), Verdict::Protected);
         assert_eq!(check(0, &any).unwrap(), Verdict::Protected);
         assert_eq!(check(-5, &any).unwrap(), Verdict::Protected);
-        assert_eq!(check(std::process::id() as i32, &any).unwrap(), Verdict::Protected);
-        assert!(matches!(Handle::open(1, &any).unwrap(), Err(Verdict::Protected)));
+        assert_eq!(
+            check(std::process::id() as i32, &any).unwrap(),
+            Verdict::Protected
+        );
+        assert!(matches!(
+            Handle::open(1, &any).unwrap(),
+            Err(Verdict::Protected)
+        ));
     }
 
     #[test]
@@ -503,8 +530,15 @@ mod tests {
         let mut child = Command::new("true").spawn().unwrap();
         let pid = child.id() as i32;
         // Not reaped yet: a zombie once it exits.
-        let h = Handle::of_child(pid).unwrap_or_else(|_| Handle { pid, start_time: 0, fd: None });
-        assert!(wait_all_gone(&[&h], Instant::now() + Duration::from_secs(10)));
+        let h = Handle::of_child(pid).unwrap_or_else(|_| Handle {
+            pid,
+            start_time: 0,
+            fd: None,
+        });
+        assert!(wait_all_gone(
+            &[&h],
+            Instant::now() + Duration::from_secs(10)
+        ));
         assert!(!is_alive(pid));
         let v = check(pid, &Expect::WrittenBy(SystemTime::now())).unwrap();
         assert_eq!(v, Verdict::Gone);
@@ -518,10 +552,16 @@ mod tests {
         let h = Handle::of_child(pid).unwrap();
         assert!(is_alive(pid));
         assert!(!h.is_gone());
-        assert!(!wait_all_gone(&[&h], Instant::now() + Duration::from_millis(20)));
+        assert!(!wait_all_gone(
+            &[&h],
+            Instant::now() + Duration::from_millis(20)
+        ));
         assert!(h.signal(Signal::SIGTERM).unwrap());
         let t = Instant::now();
-        assert!(wait_all_gone(&[&h], Instant::now() + Duration::from_secs(10)));
+        assert!(wait_all_gone(
+            &[&h],
+            Instant::now() + Duration::from_secs(10)
+        ));
         assert!(t.elapsed() < Duration::from_secs(5));
         drop(child);
     }
@@ -541,7 +581,7 @@ mod tests {
             rss_pages: 0,
         };
         let stats = vec![
-            s(100, 1, 100, 100, 10),  // leader
+            s(100, 1, 100, 100, 10),   // leader
             s(101, 100, 100, 100, 11), // child in group
             s(102, 101, 102, 102, 12), // grandchild that called setsid
             s(103, 1, 100, 100, 13),   // orphaned group member

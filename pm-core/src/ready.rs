@@ -1,1 +1,444 @@
-use std::time::Duration;
+//! Ready checks: what "started" means beyond "has not exited".
+//!
+//! Each check is cheap and is retried by pm-start with a short backoff; `notify` is the
+//! exception, answered by the service's own datagram (sd_notify `READY=1`).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags};
+use regex::Regex;
+
+use crate::error::{Error, Result};
+use crate::pidfile;
+use crate::process::{self, Expect, Verdict};
+
+/// One `--ready` check.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// The PID file names a live process (written after this start).
+    Pidfile,
+    /// A TCP connection is accepted.
+    Tcp(String),
+    /// A unix stream socket accepts.
+    Unix(PathBuf),
+    /// The path exists.
+    File(PathBuf),
+    /// `sh -c COMMAND` exits 0.
+    Exec(String),
+    /// A line written to the log after this start matches.
+    Log(Regex),
+    /// sd_notify `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+}
+
+fn bad(value: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        what: "ready check",
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+impl Check {
+    /// Parses `pidfile`, `tcp:[HOST:]PORT`, `unix:PATH`, `file:PATH`, `exec:COMMAND`,
+    /// `log:REGEX`, `notify`.
+    pub fn parse(s: &str) -> Result<Check> {
+        let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+        let need = |what: &str| -> Result<&str> {
+            if arg.is_empty() {
+                Err(bad(s, format!("{kind}: needs {what}")))
+            } else {
+                Ok(arg)
+            }
+        };
+        match kind {
+            "pidfile" if arg.is_empty() => Ok(Check::Pidfile),
+            "notify" if arg.is_empty() => Ok(Check::Notify),
+            "tcp" => {
+                let a = need("a port")?;
+                let target = if a.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("127.0.0.1:{a}")
+                } else {
+                    a.to_string()
+                };
+                let port = target.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
+                match port.parse::<u16>() {
+                    Ok(p) if p > 0 => Ok(Check::Tcp(target)),
+                    _ => Err(bad(s, "tcp: needs [HOST:]PORT with a port from 1 to 65535")),
+                }
+            }
+            "unix" => Ok(Check::Unix(absolute(need("a socket path")?))),
+            "file" => Ok(Check::File(absolute(need("a path")?))),
+            "exec" => Ok(Check::Exec(need("a command")?.to_string())),
+            "log" => Regex::new(need("a regular expression")?)
+                .map(Check::Log)
+                .map_err(|e| bad(s, e.to_string())),
+            _ => Err(bad(
+                s,
+                "expected pidfile, tcp:[HOST:]PORT, unix:PATH, file:PATH, exec:COMMAND, log:REGEX or notify",
+            )),
+        }
+    }
+}
+
+fn absolute(p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    }
+}
+
+/// A PID file as it was before the service started, so a stale one is not taken as news.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PidfileBaseline(Option<(std::time::SystemTime, u64)>);
+
+impl PidfileBaseline {
+    pub fn take(path: &Path) -> PidfileBaseline {
+        use std::os::unix::fs::MetadataExt;
+        PidfileBaseline(
+            fs::metadata(path)
+                .ok()
+                .and_then(|m| m.modified().ok().map(|t| (t, m.ino()))),
+        )
+    }
+}
+
+/// Reads a PID file written since `baseline` and naming a live process that started
+/// no later than the write. `None` until then.
+pub fn fresh_pid(path: &Path, baseline: &PidfileBaseline) -> Option<(i32, Expect)> {
+    if PidfileBaseline::take(path) == *baseline {
+        return None;
+    }
+    let pf = pidfile::read(path).ok()??;
+    let expect = Expect::WrittenBy(pf.mtime);
+    match process::check(pf.pid, &expect) {
+        Ok(Verdict::Ours(_)) => Some((pf.pid, expect)),
+        _ => None,
+    }
+}
+
+/// Follows the log from the offset it had when the service started.
+#[derive(Debug)]
+pub struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+    partial: String,
+}
+
+impl LogFollower {
+    pub fn new(path: &Path) -> LogFollower {
+        let offset = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        LogFollower {
+            path: path.to_path_buf(),
+            offset,
+            partial: String::new(),
+        }
+    }
+
+    /// True once a line written since the start matches `re`.
+    pub fn matches(&mut self, re: &Regex) -> bool {
+        let Ok(mut f) = File::open(&self.path) else {
+            return false;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            self.offset = 0; // truncated (copytruncate rotation)
+        }
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return false;
+        }
+        let mut buf = Vec::new();
+        if f.take(1 << 20).read_to_end(&mut buf).is_err() {
+            return false;
+        }
+        self.offset += buf.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&buf));
+        let mut found = false;
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            found |= re.is_match(line.trim_end_matches('\n'));
+        }
+        found || (!self.partial.is_empty() && re.is_match(&self.partial))
+    }
+}
+
+/// The sd_notify socket pm-start listens on while the service starts.
+#[derive(Debug)]
+pub struct NotifySocket {
+    sock: UnixDatagram,
+    path: PathBuf,
+    pub ready: bool,
+    pub main_pid: Option<i32>,
+    pub status: Option<String>,
+}
+
+impl NotifySocket {
+    /// Binds at `path` (replacing a stale socket); `owner` lets a service running as
+    /// another user send to it.
+    pub fn bind(
+        path: &Path,
+        owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    ) -> Result<NotifySocket> {
+        if path.as_os_str().len() >= 108 {
+            return Err(Error::io(
+                path,
+                io::Error::other("path too long for a unix socket (use a shorter --state-dir)"),
+            ));
+        }
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        let sock = UnixDatagram::bind(path).map_err(|e| Error::io(path, e))?;
+        sock.set_nonblocking(true).map_err(|e| Error::io(path, e))?;
+        if let Some((uid, gid)) = owner {
+            nix::unistd::chown(path, Some(uid), Some(gid))
+                .map_err(|e| Error::io(path, crate::error::errno(e)))?;
+        }
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+        Ok(NotifySocket {
+            sock,
+            path: path.to_path_buf(),
+            ready: false,
+            main_pid: None,
+            status: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Reads every pending datagram; true when `READY=1` has been seen.
+    pub fn drain(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            for line in text.lines() {
+                match line.split_once('=') {
+                    Some(("READY", "1")) => self.ready = true,
+                    Some(("MAINPID", p)) => {
+                        self.main_pid = p.trim().parse().ok().filter(|p| *p > 1)
+                    }
+                    Some(("STATUS", s)) => self.status = Some(s.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        self.ready
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// One attempt at a TCP check.
+pub fn tcp_accepts(target: &str, timeout: Duration) -> bool {
+    let addrs: Vec<SocketAddr> = match target.to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(_) => return false,
+    };
+    addrs
+        .iter()
+        .any(|a| TcpStream::connect_timeout(a, timeout.max(Duration::from_millis(1))).is_ok())
+}
+
+/// One attempt at a unix socket check.
+pub fn unix_accepts(path: &Path) -> bool {
+    UnixStream::connect(path).is_ok()
+}
+
+/// Runs `sh -c command` to completion or `deadline`; true when it exits 0.
+pub fn exec_succeeds(command: &str, cwd: &Path, deadline: Instant) -> bool {
+    let Ok(mut child) = Command::new("/bin/sh")
+        .args(["-c", command])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let handle = process::Handle::of_child(child.id() as i32);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        match handle.as_ref().ok().and_then(|h| h.pidfd()) {
+            Some(fd) => {
+                let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+                let _ = poll(&mut fds, process::timeout(deadline - now));
+            }
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind() {
+        assert!(matches!(Check::parse("pidfile").unwrap(), Check::Pidfile));
+        assert!(matches!(Check::parse("notify").unwrap(), Check::Notify));
+        match Check::parse("tcp:8080").unwrap() {
+            Check::Tcp(t) => assert_eq!(t, "127.0.0.1:8080"),
+            c => panic!("{c:?}"),
+        }
+        match Check::parse("tcp:localhost:5432").unwrap() {
+            Check::Tcp(t) => assert_eq!(t, "localhost:5432"),
+            c => panic!("{c:?}"),
+        }
+        match Check::parse("tcp:[::1]:80").unwrap() {
+            Check::Tcp(t) => assert_eq!(t, "[::1]:80"),
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            Check::parse("unix:/run/x.sock").unwrap(),
+            Check::Unix(_)
+        ));
+        assert!(matches!(
+            Check::parse("file:/tmp/x").unwrap(),
+            Check::File(_)
+        ));
+        match Check::parse("exec:pg_isready -h 127.0.0.1").unwrap() {
+            Check::Exec(c) => assert_eq!(c, "pg_isready -h 127.0.0.1"),
+            c => panic!("{c:?}"),
+        }
+        assert!(matches!(
+            Check::parse("log:ready to accept").unwrap(),
+            Check::Log(_)
+        ));
+        match Check::parse("file:rel").unwrap() {
+            Check::File(p) => assert!(p.is_absolute()),
+            c => panic!("{c:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_checks_with_a_reason() {
+        for bad in [
+            "tcp:",
+            "tcp:0",
+            "tcp:99999",
+            "tcp:host:x",
+            "unix:",
+            "exec:",
+            "log:(",
+            "bogus",
+            "pidfile:x",
+            "file:",
+        ] {
+            assert!(Check::parse(bad).is_err(), "{bad}");
+        }
+        let e = Check::parse("log:(").unwrap_err().to_string();
+        assert!(e.contains("log:("), "{e}");
+    }
+
+    #[test]
+    fn log_follower_sees_only_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        fs::write(&p, "server ready (old run)\n").unwrap();
+        let mut f = LogFollower::new(&p);
+        let re = Regex::new("ready").unwrap();
+        assert!(!f.matches(&re));
+        use std::io::Write;
+        let mut w = fs::OpenOptions::new().append(true).open(&p).unwrap();
+        write!(w, "starting\nserver re").unwrap();
+        assert!(!f.matches(&re));
+        writeln!(w, "ady now").unwrap();
+        assert!(f.matches(&re));
+    }
+
+    #[test]
+    fn notify_socket_reads_ready_and_mainpid() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("svc.notify");
+        let mut s = NotifySocket::bind(&p, None).unwrap();
+        assert!(!s.drain());
+        let c = UnixDatagram::unbound().unwrap();
+        c.send_to(b"STATUS=warming up\nMAINPID=4242", &p).unwrap();
+        assert!(!s.drain());
+        c.send_to(b"READY=1", &p).unwrap();
+        assert!(s.drain());
+        assert_eq!(s.main_pid, Some(4242));
+        assert_eq!(s.status.as_deref(), Some("warming up"));
+        drop(s);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn tcp_and_exec_checks_probe_for_real() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(tcp_accepts(
+            &format!("127.0.0.1:{port}"),
+            Duration::from_millis(200)
+        ));
+        drop(l);
+        assert!(!tcp_accepts(
+            &format!("127.0.0.1:{port}"),
+            Duration::from_millis(200)
+        ));
+        let cwd = Path::new("/");
+        let far = Instant::now() + Duration::from_secs(10);
+        assert!(exec_succeeds("test -d /proc", cwd, far));
+        assert!(!exec_succeeds("exit 3", cwd, far));
+        let t = Instant::now();
+        assert!(!exec_succeeds(
+            "sleep 100",
+            cwd,
+            Instant::now() + Duration::from_millis(100)
+        ));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn fresh_pid_ignores_a_stale_pidfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.pid");
+        let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        pidfile::write(&p, child.id() as i32).unwrap();
+        let base = PidfileBaseline::take(&p);
+        assert!(
+            fresh_pid(&p, &base).is_none(),
+            "unchanged file counted as fresh"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        pidfile::write(&p, child.id() as i32).unwrap();
+        assert_eq!(
+            fresh_pid(&p, &base).map(|(pid, _)| pid),
+            Some(child.id() as i32)
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

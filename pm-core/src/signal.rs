@@ -52,7 +52,12 @@ mod tests {
 
     #[test]
     fn short_name_round_trips() {
-        for s in [Signal::SIGTERM, Signal::SIGQUIT, Signal::SIGINT, Signal::SIGKILL] {
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGQUIT,
+            Signal::SIGINT,
+            Signal::SIGKILL,
+        ] {
             assert_eq!(parse(name(s)).unwrap(), s);
         }
         assert_eq!(name(Signal::SIGTERM), "TERM");

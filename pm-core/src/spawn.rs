@@ -57,8 +57,8 @@ impl Credentials {
                     .gid
             }
         };
-        let cname = CString::new(user.name.clone())
-            .map_err(|_| Error::UnknownUser(user.name.clone()))?;
+        let cname =
+            CString::new(user.name.clone()).map_err(|_| Error::UnknownUser(user.name.clone()))?;
         let mut groups = nix::unistd::getgrouplist(&cname, gid).unwrap_or_else(|_| vec![gid]);
         if !groups.contains(&gid) {
             groups.push(gid);
@@ -174,7 +174,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned> {
         Error::Exec {
             program: program.clone(),
             kind,
-            source: e,
+            err: e,
         }
     })?;
     let handle = Handle::of_child(child.id() as i32)?;
@@ -214,7 +214,10 @@ mod tests {
     fn wait_for(mut f: impl FnMut() -> bool) {
         let t = Instant::now();
         while !f() {
-            assert!(t.elapsed() < Duration::from_secs(10), "condition never held");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "condition never held"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -225,7 +228,11 @@ mod tests {
         // A leaked fd in the parent (not CLOEXEC) must not reach the child.
         let leaked = File::open("/dev/null").unwrap();
         let raw = std::os::fd::AsRawFd::as_raw_fd(&leaked);
-        nix::fcntl::fcntl(&leaked, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+        nix::fcntl::fcntl(
+            &leaked,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .unwrap();
         let g = run(&["sleep", "100"], dir.path(), &[]).unwrap();
         let pid = g.0.pid();
         wait_for(|| Stat::read(pid).unwrap().is_some_and(|s| s.comm == "sleep"));
@@ -260,21 +267,51 @@ mod tests {
         assert!(status.success());
         let log = std::fs::read_to_string(dir.path().join("svc.log")).unwrap();
         let cwd = dir.path().canonicalize().unwrap();
-        assert_eq!(log, format!("old line\nhello there\n{}\noops\n", cwd.display()));
+        assert_eq!(
+            log,
+            format!("old line\nhello there\n{}\noops\n", cwd.display())
+        );
     }
 
     #[test]
     fn exec_failures_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let e = run(&["/nonexistent/prog"], dir.path(), &[]).unwrap_err();
-        assert!(matches!(e, Error::Exec { kind: ExecFailure::NotFound, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Exec {
+                    kind: ExecFailure::NotFound,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("not found"), "{e}");
         let e = run(&["no-such-command-pm-test"], dir.path(), &[]).unwrap_err();
-        assert!(matches!(e, Error::Exec { kind: ExecFailure::NotFound, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Exec {
+                    kind: ExecFailure::NotFound,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let script = dir.path().join("noexec.sh");
         std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
         let e = run(&[script.to_str().unwrap()], dir.path(), &[]).unwrap_err();
-        assert!(matches!(e, Error::Exec { kind: ExecFailure::PermissionDenied, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Exec {
+                    kind: ExecFailure::PermissionDenied,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = run(&["true"], &dir.path().join("missing"), &[]).unwrap_err();
         assert!(e.to_string().contains("working directory"), "{e}");
     }

@@ -27,7 +27,11 @@ pub struct StateDir {
 }
 
 /// Where the state directory is, before any check: the documented resolution order.
-pub fn locate(explicit: Option<&Path>, env: impl Fn(&str) -> Option<OsString>, euid: u32) -> PathBuf {
+pub fn locate(
+    explicit: Option<&Path>,
+    env: impl Fn(&str) -> Option<OsString>,
+    euid: u32,
+) -> PathBuf {
     let nonempty = |k: &str| env(k).filter(|v| !v.is_empty());
     if let Some(p) = explicit {
         return p.to_path_buf();
@@ -199,7 +203,9 @@ impl StateDir {
                 continue;
             };
             let Ok(name) = Name::new(stem) else { continue };
-            let rec = self.read_record(&name).and_then(|r| r.ok_or(Error::NoRecord(stem.into())));
+            let rec = self
+                .read_record(&name)
+                .and_then(|r| r.ok_or(Error::NoRecord(stem.into())));
             if matches!(rec, Err(Error::NoRecord(_))) {
                 continue; // removed while listing
             }
@@ -215,7 +221,10 @@ impl StateDir {
 
 /// Writes `data` to `path` atomically: a temp file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -258,11 +267,21 @@ mod tests {
 
     #[test]
     fn resolution_order() {
-        let all = env(&[("PM_STATE_DIR", "/a"), ("XDG_RUNTIME_DIR", "/run/user/1000"), ("TMPDIR", "/t")]);
-        assert_eq!(locate(Some(Path::new("/x")), &all, 1000), PathBuf::from("/x"));
+        let all = env(&[
+            ("PM_STATE_DIR", "/a"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+            ("TMPDIR", "/t"),
+        ]);
+        assert_eq!(
+            locate(Some(Path::new("/x")), &all, 1000),
+            PathBuf::from("/x")
+        );
         assert_eq!(locate(None, &all, 1000), PathBuf::from("/a"));
         let no_pm = env(&[("XDG_RUNTIME_DIR", "/run/user/1000"), ("TMPDIR", "/t")]);
-        assert_eq!(locate(None, &no_pm, 1000), PathBuf::from("/run/user/1000/pm"));
+        assert_eq!(
+            locate(None, &no_pm, 1000),
+            PathBuf::from("/run/user/1000/pm")
+        );
         let tmp_only = env(&[("TMPDIR", "/t")]);
         assert_eq!(locate(None, &tmp_only, 0), PathBuf::from("/run/pm"));
         assert_eq!(locate(None, &tmp_only, 1000), PathBuf::from("/t/pm-1000"));
@@ -278,10 +297,15 @@ mod tests {
         let euid = nix::unistd::geteuid().as_raw();
         let p = base.path().join("a/b/pm");
         let sd = StateDir::open(p.clone(), true, euid).unwrap();
-        assert_eq!(fs::metadata(sd.path()).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(sd.path()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
 
         fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
-        let e = StateDir::open(p.clone(), true, euid).unwrap_err().to_string();
+        let e = StateDir::open(p.clone(), true, euid)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("world-writable"), "{e}");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o720)).unwrap();
         assert!(StateDir::open(p.clone(), true, euid).is_err());
@@ -289,7 +313,9 @@ mod tests {
         assert!(StateDir::open(p.clone(), true, euid).is_ok());
 
         // Owned by somebody else.
-        let e = StateDir::open(p.clone(), true, euid + 1).unwrap_err().to_string();
+        let e = StateDir::open(p.clone(), true, euid + 1)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not by you"), "{e}");
 
         let file = base.path().join("file");
@@ -344,7 +370,10 @@ mod tests {
         assert_eq!(names, ["z", "c", "a", "b"]);
         let n = Name::new("a").unwrap();
         assert_eq!(sd.read_record(&n).unwrap().unwrap().name, "a");
-        assert!(sd.read_record(&Name::new("nope").unwrap()).unwrap().is_none());
+        assert!(sd
+            .read_record(&Name::new("nope").unwrap())
+            .unwrap()
+            .is_none());
         // No temp files left behind.
         let stray: Vec<_> = fs::read_dir(sd.path())
             .unwrap()
@@ -359,7 +388,11 @@ mod tests {
         let (_b, sd) = sd();
         sd.write_record(&rec("good")).unwrap();
         fs::write(sd.path().join("bad.json"), "{\"version\": 1, \"name\": ").unwrap();
-        fs::write(sd.path().join("liar.json"), "{\"version\": 1, \"name\": \"other\"}").unwrap();
+        fs::write(
+            sd.path().join("liar.json"),
+            "{\"version\": 1, \"name\": \"other\"}",
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/etc/passwd", sd.path().join("link.json")).unwrap();
         let listed = sd.list().unwrap();
         assert_eq!(listed.len(), 4);

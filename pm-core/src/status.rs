@@ -132,7 +132,9 @@ pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection
     out.pidfile = pidfile_path.clone();
     // A PID file pm wrote adds nothing to the record; one the service writes may name a
     // newer process (a daemon's fork, a binary upgrade).
-    let read_pidfile = record.as_ref().is_none_or(|r| r.pidfile_by == PidfileBy::Service);
+    let read_pidfile = record
+        .as_ref()
+        .is_none_or(|r| r.pidfile_by == PidfileBy::Service);
     let pf = match (&pidfile_path, read_pidfile) {
         (Some(p), true) => match pidfile::read(p) {
             Ok(pf) => pf,

@@ -17,7 +17,14 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::error::{errno, Error, Result};
+use crate::exit::Code;
+use crate::name::Name;
+use crate::pidfile;
 use crate::process::{self, Expect, Handle, Stat};
+use crate::record::Phase;
+use crate::record::{self, LastStop};
+use crate::state::StateDir;
+use crate::status::{inspect, State};
 
 /// How long to wait for processes to disappear after SIGKILL.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -64,6 +71,35 @@ pub enum Outcome {
 impl Outcome {
     pub fn is_success(&self) -> bool {
         !matches!(self, Outcome::Failed { .. })
+    }
+
+    /// The record's `last_stop` for this outcome; `by` names the tool.
+    pub fn last_stop(&self, by: &str) -> LastStop {
+        let (sig, escalated, elapsed, result, left) = match self {
+            Outcome::AlreadyGone => (None, false, Duration::ZERO, "already-gone", vec![]),
+            Outcome::Stopped {
+                signal,
+                escalated,
+                elapsed,
+                ..
+            } => (Some(*signal), *escalated, *elapsed, "stopped", vec![]),
+            Outcome::Failed {
+                signal,
+                escalated,
+                elapsed,
+                left,
+                ..
+            } => (Some(*signal), *escalated, *elapsed, "failed", left.clone()),
+        };
+        LastStop {
+            at: record::now_rfc3339(),
+            by: by.into(),
+            signal: sig.map(crate::signal::name).unwrap_or_default().into(),
+            escalated,
+            duration_ms: elapsed.as_millis() as u64,
+            result: result.into(),
+            left,
+        }
     }
 }
 
@@ -194,7 +230,12 @@ pub fn stop(plan: Plan) -> Result<Outcome> {
         if let Some(g) = group_id {
             match killpg(Pid::from_raw(g), sig) {
                 Ok(()) | Err(Errno::ESRCH) => {}
-                Err(e) => return Err(Error::Process { pid: g, source: errno(e) }),
+                Err(e) => {
+                    return Err(Error::Process {
+                        pid: g,
+                        err: errno(e),
+                    })
+                }
             }
         }
         t.signal(which, sig)?;
@@ -214,17 +255,39 @@ pub fn stop(plan: Plan) -> Result<Outcome> {
         if let Err(e) = send(&group, &group.all(), pgid, plan.signal) {
             return Ok(failed(false, group.alive(), e.to_string()));
         }
-        if !wait_group(&mut group, pgid, plan.born_after, &boot, plan.signal, deadline)? {
+        if !wait_group(
+            &mut group,
+            pgid,
+            plan.born_after,
+            &boot,
+            plan.signal,
+            deadline,
+        )? {
             if !plan.kill {
-                return Ok(failed(false, group.alive(), "still running after the timeout (--no-kill)".into()));
+                return Ok(failed(
+                    false,
+                    group.alive(),
+                    "still running after the timeout (--no-kill)".into(),
+                ));
             }
             escalated = true;
             if let Err(e) = send(&group, &group.all(), pgid, Signal::SIGKILL) {
                 return Ok(failed(true, group.alive(), e.to_string()));
             }
             let kill_deadline = Instant::now() + KILL_WAIT;
-            if !wait_group(&mut group, pgid, plan.born_after, &boot, Signal::SIGKILL, kill_deadline)? {
-                return Ok(failed(true, group.alive(), "still running after SIGKILL".into()));
+            if !wait_group(
+                &mut group,
+                pgid,
+                plan.born_after,
+                &boot,
+                Signal::SIGKILL,
+                kill_deadline,
+            )? {
+                return Ok(failed(
+                    true,
+                    group.alive(),
+                    "still running after SIGKILL".into(),
+                ));
             }
         }
     }
@@ -240,13 +303,31 @@ pub fn stop(plan: Plan) -> Result<Outcome> {
         extra.extend(process::members(&stats, *r, None, None, plan.born_after));
     }
     if let Some(s) = sid_now {
-        extra.extend(stats.iter().filter(|p| p.session == s && p.start_time >= plan.born_after && !process::is_protected(p.pid)).cloned());
+        extra.extend(
+            stats
+                .iter()
+                .filter(|p| {
+                    p.session == s
+                        && p.start_time >= plan.born_after
+                        && !process::is_protected(p.pid)
+                })
+                .cloned(),
+        );
     }
     if let Some(g) = pgid {
-        extra.extend(stats.iter().filter(|p| p.pgrp == g && p.start_time >= plan.born_after && !process::is_protected(p.pid)).cloned());
+        extra.extend(
+            stats
+                .iter()
+                .filter(|p| {
+                    p.pgrp == g && p.start_time >= plan.born_after && !process::is_protected(p.pid)
+                })
+                .cloned(),
+        );
     }
     rest.add(&extra, &boot)?;
-    let live: Vec<usize> = (0..rest.handles.len()).filter(|&i| !rest.handles[i].is_gone()).collect();
+    let live: Vec<usize> = (0..rest.handles.len())
+        .filter(|&i| !rest.handles[i].is_gone())
+        .collect();
     let swept = live.len();
     if swept > 0 {
         if let Err(e) = send(&rest, &live, None, plan.signal) {
@@ -254,15 +335,25 @@ pub fn stop(plan: Plan) -> Result<Outcome> {
         }
         if !rest.wait(Instant::now() + plan.timeout) {
             if !plan.kill {
-                return Ok(failed(escalated, rest.alive(), "still running after the timeout (--no-kill)".into()));
+                return Ok(failed(
+                    escalated,
+                    rest.alive(),
+                    "still running after the timeout (--no-kill)".into(),
+                ));
             }
             escalated = true;
-            let live: Vec<usize> = (0..rest.handles.len()).filter(|&i| !rest.handles[i].is_gone()).collect();
+            let live: Vec<usize> = (0..rest.handles.len())
+                .filter(|&i| !rest.handles[i].is_gone())
+                .collect();
             if let Err(e) = send(&rest, &live, None, Signal::SIGKILL) {
                 return Ok(failed(true, rest.alive(), e.to_string()));
             }
             if !rest.wait(Instant::now() + KILL_WAIT) {
-                return Ok(failed(true, rest.alive(), "still running after SIGKILL".into()));
+                return Ok(failed(
+                    true,
+                    rest.alive(),
+                    "still running after SIGKILL".into(),
+                ));
             }
         }
     }
@@ -315,6 +406,174 @@ fn wait_group(
     }
 }
 
+/// Options of pm-stop / pm-stopall that override the record.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub signal: Option<Signal>,
+    pub timeout: Option<Duration>,
+    /// `--no-kill`.
+    pub no_kill: bool,
+    /// `--pidfile` / `PM_PIDFILE`, for names without a record.
+    pub pidfile_template: Option<String>,
+}
+
+/// Default stop timeout when neither the record nor the caller gives one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What stopping one name did.
+#[derive(Debug)]
+pub enum Report {
+    /// No record and no PID file.
+    Unknown,
+    /// Known, nothing was running; `note` says why if there was a stale PID file.
+    NotRunning { note: Option<String> },
+    /// Something was running; the outcome says whether it is gone.
+    Ran(Outcome),
+}
+
+impl Report {
+    pub fn code(&self) -> Code {
+        match self {
+            Report::Unknown => Code::Unknown,
+            Report::NotRunning { .. } => Code::Ok,
+            Report::Ran(o) if o.is_success() => Code::Ok,
+            Report::Ran(_) => Code::Failure,
+        }
+    }
+
+    /// The one line pm prints for this name (after `pm-TOOL: NAME: `).
+    pub fn describe(&self) -> String {
+        match self {
+            Report::Unknown => "unknown: no record and no PID file".into(),
+            Report::NotRunning { note: None } => "not running".into(),
+            Report::NotRunning { note: Some(n) } => format!("not running ({n})"),
+            Report::Ran(Outcome::AlreadyGone) => "not running".into(),
+            Report::Ran(Outcome::Stopped {
+                signal,
+                escalated,
+                elapsed,
+                swept,
+            }) => {
+                let mut s = format!("stopped by SIG{}", crate::signal::name(*signal));
+                if *escalated {
+                    s.push_str(", escalated to SIGKILL");
+                }
+                s.push_str(&format!(" in {}", crate::duration::elapsed(*elapsed)));
+                if *swept > 0 {
+                    s.push_str(&format!(
+                        " ({swept} process(es) outside the group stopped too)"
+                    ));
+                }
+                s
+            }
+            Report::Ran(Outcome::Failed {
+                signal,
+                escalated,
+                elapsed,
+                left,
+                reason,
+            }) => {
+                let pids: Vec<String> = left.iter().map(|p| p.to_string()).collect();
+                format!(
+                    "could not stop after SIG{}{} and {}: {reason}; still running: pid {}",
+                    crate::signal::name(*signal),
+                    if *escalated { " and SIGKILL" } else { "" },
+                    crate::duration::elapsed(*elapsed),
+                    pids.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Stops the service called `name`: takes its lock, finds what is running (record, PID
+/// file, kernel), runs the stop algorithm, removes the PID file if it still names the
+/// stopped process, and records the outcome. `by` names the tool, for `last_stop`.
+pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result<Report> {
+    let _lock = sd.lock(name)?;
+    let ins = inspect(sd, name, opts.pidfile_template.as_deref());
+    if let Some(e) = ins.error {
+        return Err(e);
+    }
+    if ins.state == State::Unknown {
+        return Ok(Report::Unknown);
+    }
+    let record = ins.record.as_ref();
+    let signal = match (opts.signal, record) {
+        (Some(s), _) => s,
+        (None, Some(r)) => crate::signal::parse(&r.stop_signal).unwrap_or(Signal::SIGTERM),
+        (None, None) => Signal::SIGTERM,
+    };
+    let timeout = opts
+        .timeout
+        .or(record.map(|r| r.stop_timeout()))
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let leader = match &ins.live {
+        Some((stat, expect)) => Handle::open(stat.pid, expect)?.ok(),
+        None => None,
+    };
+    let live_start = ins.live.as_ref().map(|(s, _)| s.start_time);
+    let born_after = match (record.and_then(|r| r.start_time), live_start) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) => a,
+        (None, Some(b)) => b,
+        (None, None) => u64::MAX,
+    };
+    // A record from another boot says nothing about today's process groups.
+    let this_boot =
+        record.is_some_and(|r| r.boot_id.as_deref() == process::boot_id().ok().as_deref());
+    let (pgid, sid) = match record {
+        Some(r) if this_boot => (r.pgid, r.sid),
+        _ => (None, None),
+    };
+    let stopped_pid = leader.as_ref().map(|h| h.pid);
+    let outcome = stop(Plan {
+        leader,
+        pgid,
+        sid,
+        born_after,
+        signal,
+        timeout,
+        kill: !opts.no_kill,
+    })?;
+
+    // PID files: remove ours if it names what we stopped, and any stale one.
+    let mut note = ins.note.clone().filter(|_| ins.state == State::Dead);
+    if let Some(pf) = &ins.pidfile {
+        if outcome.is_success() {
+            let mut removed = false;
+            if let Some(pid) = stopped_pid.or(record.and_then(|r| r.pid)) {
+                removed = pidfile::remove_if_names(pf, pid)?;
+            }
+            if !removed && ins.stale_pidfile {
+                // Re-check under the lock: still not naming a live process of ours.
+                let still_stale = match pidfile::read(pf) {
+                    Ok(Some(p)) => !process::check(p.pid, &Expect::WrittenBy(p.mtime))?.is_ours(),
+                    Ok(None) => false,
+                    Err(_) => true,
+                };
+                if still_stale && pidfile::remove(pf)? {
+                    let why = note.take().unwrap_or_else(|| "stale".into());
+                    note = Some(format!("removed stale PID file {}: {why}", pf.display()));
+                }
+            }
+        }
+    }
+    if let Some(r) = record {
+        let mut r = r.clone();
+        r.last_stop = Some(outcome.last_stop(by));
+        if outcome.is_success() {
+            r.phase = Phase::Stopped;
+            r.starter = None;
+        }
+        sd.write_record(&r)?;
+    }
+    Ok(match outcome {
+        Outcome::AlreadyGone => Report::NotRunning { note },
+        o => Report::Ran(o),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +614,10 @@ mod tests {
             if lines.len() >= n {
                 return lines;
             }
-            assert!(t.elapsed() < Duration::from_secs(10), "service never wrote {n} lines: {text:?}");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "service never wrote {n} lines: {text:?}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -389,9 +651,27 @@ mod tests {
     #[test]
     fn stops_leader_and_group_members() {
         let mut svc = start("sleep 100 & echo $!; sleep 100 & echo $!; wait");
-        let kids: Vec<i32> = wait_lines(&svc, 2).iter().map(|l| l.parse().unwrap()).collect();
-        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true)).unwrap();
-        assert!(matches!(out, Outcome::Stopped { escalated: false, .. }), "{out:?}");
+        let kids: Vec<i32> = wait_lines(&svc, 2)
+            .iter()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        let out = stop(plan(
+            &mut svc,
+            Signal::SIGTERM,
+            Duration::from_secs(10),
+            true,
+        ))
+        .unwrap();
+        assert!(
+            matches!(
+                out,
+                Outcome::Stopped {
+                    escalated: false,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
         let _ = svc.s.child.wait();
         for k in kids {
             assert!(gone(k), "child {k} left behind");
@@ -402,26 +682,62 @@ mod tests {
     fn escalates_when_term_is_ignored_and_no_kill_does_not() {
         let mut svc = start("trap '' TERM; echo ready; while :; do sleep 0.05; done");
         wait_lines(&svc, 1);
-        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_millis(300), false)).unwrap();
+        let out = stop(plan(
+            &mut svc,
+            Signal::SIGTERM,
+            Duration::from_millis(300),
+            false,
+        ))
+        .unwrap();
         match &out {
-            Outcome::Failed { escalated: false, left, .. } => assert!(left.contains(&svc.s.pid())),
+            Outcome::Failed {
+                escalated: false,
+                left,
+                ..
+            } => assert!(left.contains(&svc.s.pid())),
             other => panic!("{other:?}"),
         }
         assert!(process::is_alive(svc.s.pid()));
-        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_millis(300), true)).unwrap();
-        assert!(matches!(out, Outcome::Stopped { escalated: true, .. }), "{out:?}");
+        let out = stop(plan(
+            &mut svc,
+            Signal::SIGTERM,
+            Duration::from_millis(300),
+            true,
+        ))
+        .unwrap();
+        assert!(
+            matches!(
+                out,
+                Outcome::Stopped {
+                    escalated: true,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
         let _ = svc.s.child.wait();
     }
 
     #[test]
     fn sweeps_a_child_that_left_the_session() {
         // The child calls setsid() and ignores TERM sent to the group.
-        let mut svc = start("setsid sh -c 'echo $$; trap \"exit 0\" TERM; while :; do sleep 0.05; done' & wait");
+        let mut svc = start(
+            "setsid sh -c 'echo $$; trap \"exit 0\" TERM; while :; do sleep 0.05; done' & wait",
+        );
         let escapee: i32 = wait_lines(&svc, 1)[0].parse().unwrap();
         let s = Stat::read(escapee).unwrap().unwrap();
         assert_ne!(s.session, svc.s.pid());
-        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true)).unwrap();
-        assert!(matches!(out, Outcome::Stopped { swept: 1.., .. }), "{out:?}");
+        let out = stop(plan(
+            &mut svc,
+            Signal::SIGTERM,
+            Duration::from_secs(10),
+            true,
+        ))
+        .unwrap();
+        assert!(
+            matches!(out, Outcome::Stopped { swept: 1.., .. }),
+            "{out:?}"
+        );
         assert!(gone(escapee));
     }
 
@@ -442,7 +758,13 @@ mod tests {
     fn nothing_running_is_already_gone() {
         let mut svc = start("exit 0");
         let _ = svc.s.child.wait();
-        let out = stop(plan(&mut svc, Signal::SIGTERM, Duration::from_secs(1), true)).unwrap();
+        let out = stop(plan(
+            &mut svc,
+            Signal::SIGTERM,
+            Duration::from_secs(1),
+            true,
+        ))
+        .unwrap();
         assert_eq!(out, Outcome::AlreadyGone);
     }
 }

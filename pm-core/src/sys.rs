@@ -64,7 +64,11 @@ pub fn cloexec_from(first: i32) -> io::Result<()> {
     }
     // SAFETY: sysconf has no memory side effects.
     let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) };
-    let max = if max <= 0 { 65536 } else { max.min(1 << 20) as i32 };
+    let max = if max <= 0 {
+        65536
+    } else {
+        max.min(1 << 20) as i32
+    };
     for fd in first..max {
         // SAFETY: fcntl on a possibly-closed fd just fails with EBADF.
         unsafe {
@@ -113,4 +117,17 @@ pub fn boottime() -> Duration {
 /// Wall-clock time as a Duration since the epoch.
 pub fn realtime() -> Duration {
     clock(ClockId::CLOCK_REALTIME)
+}
+
+/// Columns of the terminal on `fd`, if it is one.
+pub fn terminal_width(fd: BorrowedFd<'_>) -> Option<usize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
 }

@@ -1,1 +1,524 @@
+//! pm-start: spawn a command detached in a new session, log to a file, record it, and
+//! return once it is up ("up": not exited within `--grace`, and every `--ready` check
+//! passed).
 
+mod wait;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use pm_core::process::{self, Stat};
+use pm_core::ready::{Check, LogFollower, NotifySocket, PidfileBaseline};
+use pm_core::record::{self, Failure, LastStop, Phase, PidfileBy, Record, Starter};
+use pm_core::report::{log_tail, say};
+use pm_core::spawn::{self, Credentials, SpawnSpec};
+use pm_core::status::{inspect, State};
+use pm_core::{duration, signal, stop, Code, Name, StateDir};
+
+use wait::{Tracked, WaitEnd};
+
+const TOOL: &str = "pm-start";
+/// `--grace` when no `--ready` check is given.
+pub const DEFAULT_GRACE: Duration = Duration::from_millis(200);
+/// Log lines shown when a start fails.
+const TAIL_LINES: usize = 20;
+
+const EXAMPLES: &str = "\
+Examples:
+  Start a foreground web server, ready once its port accepts:
+    pm-start web --ready tcp:8000 -- python3 -m http.server 8000
+
+  Start a self-daemonizing server that writes its own PID file:
+    pm-start nginx --pidfile /tmp/site/nginx.pid --stop-signal QUIT -- \\
+        nginx -p /tmp/site -c nginx.conf
+
+  Wait for a database, run as an unprivileged user, stop with SIGINT:
+    pm-start db --user postgres --stop-signal INT \\
+        --ready 'exec:pg_isready -h 127.0.0.1 -p 5432' -- postgres -D /srv/pg
+
+  Start it again later from its record:
+    pm-start web";
+
+/// Start a service detached, log its output, and wait until it is up.
+#[derive(Debug, Parser)]
+#[command(name = "pm-start", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Service name: 1-128 of A-Z a-z 0-9 . _ @ - (service@instance for templates)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Command and arguments (no shell). Omit to start NAME again from its record.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+
+    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// PID file the service writes itself (template: {name} {service} {instance} {state_dir});
+    /// a launcher that forks and exits 0 is then followed to the PID in this file
+    #[arg(long, value_name = "TEMPLATE")]
+    pub pidfile: Option<String>,
+
+    /// Log file for stdout and stderr, appended [default: STATE/NAME.log]
+    #[arg(long, value_name = "PATH")]
+    pub log: Option<String>,
+
+    /// Working directory of the service [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// Extra environment variable for the service (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Run the service as USER (and GROUP), set before exec; needs root
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// Signal pm-stop sends first, remembered in the record [default: TERM]
+    #[arg(long, value_name = "SIG")]
+    pub stop_signal: Option<String>,
+
+    /// How long pm-stop waits before SIGKILL, remembered [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+
+    /// The service must not exit within this time [default: 200ms, or 0 with --ready]
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<String>,
+
+    /// Readiness check, repeatable, all must pass: pidfile, tcp:[HOST:]PORT, unix:PATH,
+    /// file:PATH, exec:COMMAND, log:REGEX, notify
+    #[arg(long, value_name = "CHECK")]
+    pub ready: Vec<String>,
+
+    /// Give up (and stop the service) if not ready by then [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub ready_timeout: Option<String>,
+
+    /// Print the service's PID on stdout once it is up
+    #[arg(long)]
+    pub print_pid: bool,
+}
+
+/// Everything needed to start the service, from the command line or the record.
+struct Spec {
+    name: Name,
+    argv: Vec<String>,
+    cwd: PathBuf,
+    env: Vec<(String, String)>,
+    pidfile: PathBuf,
+    pidfile_by: PidfileBy,
+    log: PathBuf,
+    user: Option<String>,
+    stop_signal: Signal,
+    stop_timeout: Duration,
+    grace: Option<Duration>,
+    ready: Vec<String>,
+    ready_timeout: Duration,
+}
+
+fn parse_env(kv: &str) -> Result<(String, String)> {
+    match kv.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(pm_core::Error::InvalidArgument {
+            what: "--env",
+            value: kv.to_string(),
+            reason: "expected KEY=VALUE".into(),
+        }
+        .into()),
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .context("current directory")?
+            .join(p))
+    }
+}
+
+impl Spec {
+    /// Merges the command line over the record (for a restart) or over the defaults.
+    fn build(cli: &Cli, name: Name, sd: &StateDir, prior: Option<&Record>) -> Result<Spec> {
+        let from_record = cli.command.is_empty();
+        let rec = match (from_record, prior) {
+            (true, Some(r)) => Some(r),
+            (true, None) => return Err(pm_core::Error::NoRecord(name.to_string()).into()),
+            (false, _) => None,
+        };
+        let dur = |v: &Option<String>| v.as_deref().map(duration::parse).transpose();
+        let (pidfile, pidfile_by) = match (&cli.pidfile, rec) {
+            (Some(t), _) => (absolute(&sd.expand(t, &name)?)?, PidfileBy::Service),
+            (None, Some(r)) if !r.pidfile.as_os_str().is_empty() => {
+                (r.pidfile.clone(), r.pidfile_by)
+            }
+            _ => (sd.pidfile_path(&name), PidfileBy::Pm),
+        };
+        let log = match (&cli.log, rec) {
+            (Some(t), _) => absolute(&sd.expand(t, &name)?)?,
+            (None, Some(r)) if !r.log.as_os_str().is_empty() => r.log.clone(),
+            _ => sd.log_path(&name),
+        };
+        let cwd = match (&cli.cwd, rec) {
+            (Some(d), _) => absolute(d)?,
+            (None, Some(r)) => r.cwd.clone(),
+            (None, None) => std::env::current_dir().context("current directory")?,
+        };
+        let mut env: Vec<(String, String)> = rec.map(|r| r.env.clone()).unwrap_or_default();
+        for kv in &cli.env {
+            env.push(parse_env(kv)?);
+        }
+        let stop_signal = match (&cli.stop_signal, rec) {
+            (Some(s), _) => signal::parse(s)?,
+            (None, Some(r)) => signal::parse(&r.stop_signal)?,
+            (None, None) => Signal::SIGTERM,
+        };
+        let stop_timeout = dur(&cli.stop_timeout)?
+            .or(rec.map(|r| r.stop_timeout()))
+            .unwrap_or(Duration::from_secs(10));
+        let grace = dur(&cli.grace)?.or(rec.and_then(|r| r.grace_ms.map(Duration::from_millis)));
+        let ready = if cli.ready.is_empty() {
+            rec.map(|r| r.ready.clone()).unwrap_or_default()
+        } else {
+            cli.ready.clone()
+        };
+        for r in &ready {
+            Check::parse(r)?;
+        }
+        let ready_timeout = dur(&cli.ready_timeout)?
+            .or(rec.map(|r| Duration::from_millis(r.ready_timeout_ms)))
+            .unwrap_or(Duration::from_secs(30));
+        Ok(Spec {
+            argv: rec.map_or_else(|| cli.command.clone(), |r| r.command.clone()),
+            user: cli.user.clone().or(rec.and_then(|r| r.user.clone())),
+            name,
+            cwd,
+            env,
+            pidfile,
+            pidfile_by,
+            log,
+            stop_signal,
+            stop_timeout,
+            grace,
+            ready,
+            ready_timeout,
+        })
+    }
+
+    fn record(&self, prior: Option<&Record>) -> Record {
+        Record {
+            name: self.name.to_string(),
+            command: self.argv.clone(),
+            cwd: self.cwd.clone(),
+            env: self.env.clone(),
+            pidfile: self.pidfile.clone(),
+            pidfile_by: self.pidfile_by,
+            log: self.log.clone(),
+            user: self.user.clone(),
+            stop_signal: signal::name(self.stop_signal).to_string(),
+            stop_timeout_ms: self.stop_timeout.as_millis() as u64,
+            grace_ms: self.grace.map(|g| g.as_millis() as u64),
+            ready: self.ready.clone(),
+            ready_timeout_ms: self.ready_timeout.as_millis() as u64,
+            last_stop: prior.and_then(|p| p.last_stop.clone()),
+            ..Record::default()
+        }
+    }
+}
+
+/// Blocks the signals that should abort a waiting start and returns an fd that reports
+/// them, so the wait loop sees Ctrl-C as an event like any other.
+fn interrupt_fd() -> Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .context("blocking SIGINT/SIGTERM")?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("signalfd")
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let name = Name::new(&cli.name)?;
+    start(cli, name.clone()).with_context(|| name.to_string())
+}
+
+fn start(cli: Cli, name: Name) -> Result<ExitCode> {
+    if let Some(t) = &cli.pidfile {
+        pm_core::name::check_template(t)?;
+    }
+    let interrupts = interrupt_fd()?;
+    let sd = StateDir::resolve(cli.state_dir.as_deref(), true)?;
+    let lock = sd.lock(&name)?;
+    let prior = sd.read_record(&name)?;
+    let spec = Spec::build(&cli, name.clone(), &sd, prior.as_ref())?;
+    let creds = spec.user.as_deref().map(Credentials::resolve).transpose()?;
+    if let Some(c) = &creds {
+        let me = nix::unistd::geteuid();
+        if !me.is_root() && me != c.uid {
+            bail!(
+                "--user {}: only root can start a service as another user",
+                c.user
+            );
+        }
+    }
+
+    let seen = inspect(&sd, &name, None);
+    if let Some(e) = seen.error {
+        return Err(e).context("refusing to replace a record that cannot be read; remove it if the service is not running");
+    }
+    if matches!(seen.state, State::Running | State::Starting) {
+        let pid = seen.pid().map_or("?".into(), |p| p.to_string());
+        say(
+            TOOL,
+            name.as_str(),
+            format!("already {}, pid {pid}", seen.state.as_str()),
+        );
+        if cli.print_pid {
+            pm_core::report::out(&format!("{pid}\n"))?;
+        }
+        return Ok(Code::Ok.into());
+    }
+
+    let checks: Vec<Check> = spec
+        .ready
+        .iter()
+        .map(|r| Check::parse(r))
+        .collect::<Result<_, _>>()?;
+    let grace = spec.grace.unwrap_or(if checks.is_empty() {
+        DEFAULT_GRACE
+    } else {
+        Duration::ZERO
+    });
+    let baseline = PidfileBaseline::take(&spec.pidfile);
+    let log_from = std::fs::metadata(&spec.log).map(|m| m.len()).unwrap_or(0);
+    let follower = LogFollower::new(&spec.log);
+    let mut notify = if checks.iter().any(|c| matches!(c, Check::Notify)) {
+        Some(NotifySocket::bind(
+            &sd.notify_path(&name),
+            creds.as_ref().map(|c| (c.uid, c.gid)),
+        )?)
+    } else {
+        None
+    };
+    let mut env = spec.env.clone();
+    env.push(("PM_NAME".into(), name.to_string()));
+    if let Some(n) = &notify {
+        env.push((
+            "NOTIFY_SOCKET".into(),
+            n.path().to_string_lossy().into_owned(),
+        ));
+    }
+
+    let mut rec = spec.record(prior.as_ref());
+    rec.started_at = Some(record::now_rfc3339());
+    let spawned = spawn::spawn(&SpawnSpec {
+        argv: &spec.argv,
+        cwd: &spec.cwd,
+        env: &env,
+        log: &spec.log,
+        user: creds.as_ref(),
+    });
+    let spawned = match spawned {
+        Ok(s) => s,
+        Err(e) => {
+            rec.phase = Phase::Failed;
+            rec.failure = Some(Failure {
+                at: record::now_rfc3339(),
+                reason: e.to_string(),
+                ..Failure::default()
+            });
+            sd.write_record(&rec)?;
+            say(TOOL, name.as_str(), format!("failed to start: {e}"));
+            return Ok(Code::Failure.into());
+        }
+    };
+    let me = Stat::read(std::process::id() as i32)?;
+    rec.phase = Phase::Starting;
+    rec.pid = Some(spawned.pid());
+    rec.pgid = Some(spawned.pid());
+    rec.sid = Some(spawned.pid());
+    rec.start_time = Some(spawned.handle.start_time);
+    rec.boot_id = Some(process::boot_id()?);
+    rec.starter = me.map(|m| Starter {
+        pid: m.pid,
+        start_time: m.start_time,
+    });
+    if spec.pidfile_by == PidfileBy::Pm {
+        pm_core::pidfile::write(&spec.pidfile, spawned.pid())?;
+    }
+    sd.write_record(&rec)?;
+    // Not held while waiting: pm-stop must be able to stop a service that is starting.
+    drop(lock);
+
+    let mut waiter = wait::Waiter {
+        tracked: Tracked::Child(spawned),
+        checks,
+        follower,
+        notify: notify.as_mut(),
+        interrupts: &interrupts,
+        pidfile: &spec.pidfile,
+        pidfile_by: spec.pidfile_by,
+        baseline,
+        cwd: &spec.cwd,
+        grace,
+        ready_timeout: spec.ready_timeout,
+    };
+    let end = waiter.run();
+    let tracked = waiter.tracked;
+    drop(notify);
+    finish(&sd, &spec, rec, tracked, end, log_from, cli.print_pid)
+}
+
+/// Records and reports how the wait ended; cleans up after a failed start.
+fn finish(
+    sd: &StateDir,
+    spec: &Spec,
+    mut rec: Record,
+    tracked: Tracked,
+    end: WaitEnd,
+    log_from: u64,
+    print_pid: bool,
+) -> Result<ExitCode> {
+    let name = spec.name.as_str();
+    let (reason, code) = match end {
+        WaitEnd::Ready { pid, start_time } => {
+            let _lock = sd.lock(&spec.name)?;
+            let now = sd.read_record(&spec.name)?;
+            if now.as_ref().map(|r| (r.phase, r.started_at.clone()))
+                != Some((Phase::Starting, rec.started_at.clone()))
+            {
+                say(TOOL, name, "was stopped while starting");
+                return Ok(Code::Failure.into());
+            }
+            let stat = Stat::read(pid)?;
+            rec.phase = Phase::Running;
+            rec.starter = None;
+            rec.pid = Some(pid);
+            rec.start_time = Some(start_time);
+            if let Some(s) = stat {
+                rec.pgid = Some(s.pgrp);
+                rec.sid = Some(s.session);
+            }
+            sd.write_record(&rec)?;
+            say(
+                TOOL,
+                name,
+                format!("started, pid {pid}, log {}", spec.log.display()),
+            );
+            if print_pid {
+                pm_core::report::out(&format!("{pid}\n"))?;
+            }
+            return Ok(Code::Ok.into());
+        }
+        WaitEnd::Failed {
+            reason,
+            exit_code,
+            signal,
+        } => {
+            rec.failure = Some(Failure {
+                at: record::now_rfc3339(),
+                reason: reason.clone(),
+                exit_code,
+                signal,
+            });
+            (reason, 1u8)
+        }
+        WaitEnd::Interrupted(sig) => (
+            format!("interrupted by SIG{}", signal::name(sig)),
+            128 + sig as u8,
+        ),
+    };
+
+    // Stop whatever this start left running: graceful, then kill.
+    let outcome = cleanup(&rec, tracked, spec)?;
+    let _lock = sd.lock(&spec.name)?;
+    let now = sd.read_record(&spec.name).ok().flatten();
+    let stopped_by_other = now
+        .as_ref()
+        .is_some_and(|r| r.phase == Phase::Stopped && r.started_at == rec.started_at);
+    if stopped_by_other {
+        say(TOOL, name, "was stopped while starting");
+    } else {
+        rec.phase = Phase::Failed;
+        rec.starter = None;
+        if let Some(o) = &outcome {
+            rec.last_stop = Some(o.clone());
+        }
+        sd.write_record(&rec)?;
+        if spec.pidfile_by == PidfileBy::Pm {
+            if let Some(pid) = rec.pid {
+                pm_core::pidfile::remove_if_names(&spec.pidfile, pid)?;
+            }
+        }
+        say(TOOL, name, format!("failed to start: {reason}"));
+    }
+    let tail = log_tail(&spec.log, log_from, TAIL_LINES);
+    if !tail.is_empty() {
+        eprintln!("{TOOL}: {name}: last lines of {}:", spec.log.display());
+        for l in tail {
+            eprintln!("  | {l}");
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Stops what a failed start leaves behind; returns what happened for the record.
+fn cleanup(rec: &Record, tracked: Tracked, spec: &Spec) -> Result<Option<LastStop>> {
+    let (leader, born_after) = match tracked {
+        Tracked::Child(mut c) => {
+            let _ = c.child.try_wait();
+            let st = c.handle.start_time;
+            (Some(c.handle), st)
+        }
+        Tracked::Other(h) => {
+            let st = rec.start_time.unwrap_or(h.start_time).min(h.start_time);
+            (Some(h), st)
+        }
+        Tracked::None => (None, rec.start_time.unwrap_or(0)),
+    };
+    let leader = leader.filter(|h| !h.is_gone());
+    let outcome = stop::stop(stop::Plan {
+        leader,
+        pgid: rec.pgid,
+        sid: rec.sid,
+        born_after,
+        signal: spec.stop_signal,
+        timeout: spec.stop_timeout,
+        kill: true,
+    })?;
+    Ok(match outcome {
+        stop::Outcome::AlreadyGone => None,
+        o => Some(o.last_stop(TOOL)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn env_pairs_need_a_key() {
+        assert_eq!(parse_env("A=1=2").unwrap(), ("A".into(), "1=2".into()));
+        assert_eq!(parse_env("A=").unwrap(), ("A".into(), "".into()));
+        assert!(parse_env("=1").is_err());
+        assert!(parse_env("A").is_err());
+    }
+}

@@ -1,1 +1,303 @@
+//! pm-status: the state of services, decided from the record, the PID file and the
+//! kernel; a table for people, `--json` for jq, LSB exit codes for scripts.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Result;
+use clap::Parser;
+use pm_core::record::rfc3339;
+use pm_core::report::out;
+use pm_core::status::{inspect, Inspection, State};
+use pm_core::{duration, Code, Name, StateDir};
+use serde_json::{json, Value};
+
+const EXAMPLES: &str = "\
+Examples:
+  Every recorded service:
+    pm-status
+
+  The names of the running ones:
+    pm-status --json | jq -r '.[] | select(.state==\"running\") | .name'
+
+  In a script or Makefile:
+    if pm-status -q db; then echo db is up; fi
+
+  Services pm did not start, through their own PID files:
+    PM_PIDFILE='/run/php/php{instance}-fpm.pid' pm-status php-fpm@8.2 php-fpm@8.3";
+
+/// Report the state of services: running, starting, stopped, dead or unknown.
+#[derive(Debug, Parser)]
+#[command(name = "pm-status", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Services to report, in this order [default: every recorded service, in start order]
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print a JSON array, one object per service
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+
+    /// Print nothing; only the exit code tells
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// PID file for names without a record (template; default: $PM_PIDFILE)
+    #[arg(long, value_name = "TEMPLATE")]
+    pub pidfile: Option<String>,
+
+    /// Print recorded names, one per line (for shell completion)
+    #[arg(long, hide = true)]
+    pub complete_names: bool,
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
+    if cli.complete_names {
+        let names: String = sd.list()?.iter().map(|(n, _)| format!("{n}\n")).collect();
+        out(&names)?;
+        return Ok(Code::Ok.into());
+    }
+    let template = cli
+        .pidfile
+        .clone()
+        .or_else(|| std::env::var("PM_PIDFILE").ok().filter(|s| !s.is_empty()));
+    if let Some(t) = &template {
+        pm_core::name::check_template(t)?;
+    }
+    let names: Vec<Name> = if cli.names.is_empty() {
+        sd.list()?.into_iter().map(|(n, _)| n).collect()
+    } else {
+        cli.names
+            .iter()
+            .map(|n| Name::new(n))
+            .collect::<Result<_, _>>()?
+    };
+    let seen: Vec<Inspection> = names
+        .iter()
+        .map(|n| inspect(&sd, n, template.as_deref()))
+        .collect();
+    if cli.json {
+        let arr: Vec<Value> = seen.iter().map(to_json).collect();
+        let mut text = serde_json::to_string_pretty(&arr)?;
+        text.push('\n');
+        out(&text)?;
+    } else if !cli.quiet {
+        let width = std::io::stdout()
+            .is_terminal()
+            .then(|| pm_core::terminal_width(std::os::fd::AsFd::as_fd(&std::io::stdout())))
+            .flatten();
+        out(&table(&seen, width))?;
+    }
+    Ok(Code::first_not_ok(seen.iter().map(|i| i.state.code())).into())
+}
+
+fn uptime_secs(i: &Inspection) -> Option<u64> {
+    i.live.as_ref().map(|(s, _)| s.uptime().as_secs())
+}
+
+/// One service as JSON. Field names are stable: add, never rename.
+pub fn to_json(i: &Inspection) -> Value {
+    let r = i.record.as_ref();
+    let live = i.live.as_ref().map(|(s, _)| s);
+    let started_at = match (live, r.and_then(|r| r.started())) {
+        (Some(s), None) => Some(s.started_at()),
+        (_, t) => t,
+    }
+    .map(rfc3339_seconds);
+    json!({
+        "name": i.name.as_str(),
+        "state": i.state.as_str(),
+        "pid": i.live.as_ref().map(|(s, _)| s.pid).or_else(|| r.and_then(|r| r.pid)),
+        "pgid": live.map(|s| s.pgrp).or_else(|| r.and_then(|r| r.pgid)),
+        "pidfile": i.pidfile.as_ref().map(|p| p.display().to_string()),
+        "log": r.map(|r| r.log.display().to_string()),
+        "command": r.map(|r| r.command.clone()),
+        "cwd": r.map(|r| r.cwd.display().to_string()),
+        "user": r.and_then(|r| r.user.clone()),
+        "started_at": started_at,
+        "uptime_secs": uptime_secs(i),
+        "stop_signal": r.map(|r| r.stop_signal.clone()),
+        "stop_timeout_secs": r.map(|r| r.stop_timeout_ms as f64 / 1000.0),
+        "last_stop": r.and_then(|r| r.last_stop.as_ref()).map(|s| serde_json::to_value(s).unwrap_or(Value::Null)),
+        "failure": r.and_then(|r| r.failure.as_ref()).map(|f| serde_json::to_value(f).unwrap_or(Value::Null)),
+        "note": i.note.clone(),
+        "rss_bytes": live.map(|s| s.rss_bytes()),
+        "cpu_secs": live.map(|s| (s.cpu_secs() * 100.0).round() / 100.0),
+    })
+}
+
+fn rfc3339_seconds(t: SystemTime) -> String {
+    // Whole seconds with a Z: what most JSON consumers expect.
+    humantime_seconds(rfc3339(t))
+}
+
+fn humantime_seconds(s: String) -> String {
+    match s.split_once('.') {
+        Some((head, _)) => format!("{head}Z"),
+        None => s,
+    }
+}
+
+fn ago(at: &str) -> String {
+    match humantime_parse(at) {
+        Some(t) => SystemTime::now()
+            .duration_since(t)
+            .map(|d| format!("{} ago", duration::short(d)))
+            .unwrap_or_else(|_| at.to_string()),
+        None => at.to_string(),
+    }
+}
+
+fn humantime_parse(s: &str) -> Option<SystemTime> {
+    pm_core::record::Record {
+        started_at: Some(s.to_string()),
+        ..Default::default()
+    }
+    .started()
+}
+
+/// The extra words after the command: why dead, how it was stopped.
+fn detail(i: &Inspection) -> Option<String> {
+    let r = i.record.as_ref();
+    match i.state {
+        State::Dead => {
+            let since = r
+                .and_then(|r| r.failure.as_ref())
+                .map(|f| format!(" since {}", ago(&f.at)))
+                .unwrap_or_default();
+            Some(format!(
+                "[dead{since}: {}]",
+                i.note.as_deref().unwrap_or("process gone")
+            ))
+        }
+        State::Stopped => r.and_then(|r| r.last_stop.as_ref()).map(|s| {
+            if s.signal.is_empty() {
+                return format!("[{} found it not running {}]", s.by, ago(&s.at));
+            }
+            format!(
+                "[stopped {} by SIG{}{}]",
+                ago(&s.at),
+                s.signal,
+                if s.escalated {
+                    ", escalated to SIGKILL"
+                } else {
+                    ""
+                }
+            )
+        }),
+        State::Unknown => i.note.as_ref().map(|n| format!("[{n}]")),
+        _ => None,
+    }
+}
+
+/// The human table: NAME STATE PID UPTIME COMMAND, the last column cut to `width` when
+/// printing to a terminal.
+pub fn table(seen: &[Inspection], width: Option<usize>) -> String {
+    let rows: Vec<[String; 5]> = seen
+        .iter()
+        .map(|i| {
+            let cmd = i
+                .record
+                .as_ref()
+                .map(|r| shell_words(&r.command))
+                .unwrap_or_else(|| "-".into());
+            let cmd = match detail(i) {
+                Some(d) => format!("{cmd}  {d}"),
+                None => cmd,
+            };
+            [
+                i.name.to_string(),
+                i.state.as_str().to_string(),
+                i.pid().map_or("-".into(), |p| p.to_string()),
+                uptime_secs(i).map_or("-".into(), |s| {
+                    duration::short(std::time::Duration::from_secs(s))
+                }),
+                cmd,
+            ]
+        })
+        .collect();
+    let header = ["NAME", "STATE", "PID", "UPTIME", "COMMAND"].map(String::from);
+    let mut w = [0usize; 4];
+    for r in std::iter::once(&header).chain(&rows) {
+        for c in 0..4 {
+            w[c] = w[c].max(r[c].chars().count());
+        }
+    }
+    let mut text = String::new();
+    for r in std::iter::once(&header).chain(&rows) {
+        let mut line = format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  ",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+        let room = width.map(|w| w.saturating_sub(line.chars().count()));
+        match room {
+            Some(room) if r[4].chars().count() > room => {
+                line.extend(r[4].chars().take(room.saturating_sub(1)));
+                line.push('…');
+            }
+            _ => line.push_str(&r[4]),
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Joins argv for display, quoting words a shell would split.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn quotes_only_what_needs_it() {
+        let argv: Vec<String> = ["sh", "-c", "echo hi", "it's"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(shell_words(&argv), "sh -c 'echo hi' 'it'\\''s'");
+    }
+
+    #[test]
+    fn timestamps_drop_fractions() {
+        assert_eq!(
+            humantime_seconds("2026-01-02T03:04:05.123456789Z".into()),
+            "2026-01-02T03:04:05Z"
+        );
+    }
+}
