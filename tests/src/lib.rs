@@ -1,1 +1,311 @@
+//! The shared test harness for pm's end-to-end tests.
+//!
+//! A [`Sandbox`] owns a temporary directory with a private state directory, builds
+//! commands for the real pm binaries with the caller's `PM_*`, `XDG_RUNTIME_DIR` and
+//! `NOTIFY_SOCKET` cleared, and on drop kills every process that carries its unique state
+//! directory in its environment (pm passes the environment on to services), so no process
+//! outlives its test, even when the test fails. It never kills by name.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub use assert_cmd::Command;
+pub use pm_core::process::{is_alive, Stat};
+
+/// Generous limit for anything a test waits for (tests must not hang, not time things).
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Where the pm binaries are: `$PM_TEST_BIN_DIR` (to test an installed copy), else the
+/// cargo target directory this test binary was built into.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PM_TEST_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("deps dir");
+    let dir = if deps.ends_with("deps") {
+        deps.parent().expect("target dir").to_path_buf()
+    } else {
+        deps.to_path_buf()
+    };
+    for tool in ["pm-start", "pm-stop", "pm-status", "pm-stopall"] {
+        assert!(
+            dir.join(tool).exists(),
+            "{} is missing: run `cargo build --workspace` first (or `make test`)",
+            dir.join(tool).display()
+        );
+    }
+    dir
+}
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::Builder::new().prefix("pm-test-").tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        Sandbox { dir, state }
+    }
+
+    /// A path inside the sandbox.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// A pm tool (`"pm-start"`, ...) set up for this sandbox: clean environment, the
+    /// sandbox as cwd and `PM_STATE_DIR`, a hard timeout so a hang fails instead of blocking.
+    pub fn cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(bin_dir().join(tool));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET" {
+                c.env_remove(&k);
+            }
+        }
+        c.env("PM_STATE_DIR", &self.state)
+            .current_dir(self.dir.path())
+            .timeout(Duration::from_secs(120));
+        c
+    }
+
+    /// Runs `pm-start NAME [ARGS...]` and returns its output (whatever the exit code).
+    pub fn start(&self, name: &str, args: &[&str]) -> Output {
+        self.cmd("pm-start").arg(name).args(args).output().expect("run pm-start")
+    }
+
+    /// `pm-start NAME [OPTS...] -- sh -c SCRIPT`, asserting success; returns the PID.
+    pub fn start_sh(&self, name: &str, opts: &[&str], script: &str) -> i32 {
+        let mut args: Vec<&str> = opts.to_vec();
+        args.extend(["--", "sh", "-c", script]);
+        let out = self.start(name, &args);
+        assert_success(&out, "pm-start");
+        self.pid(name).expect("record has a pid")
+    }
+
+    pub fn stop(&self, names: &[&str]) -> Output {
+        self.cmd("pm-stop").args(names).output().expect("run pm-stop")
+    }
+
+    /// `pm-status --json NAMES...` parsed.
+    pub fn status_json(&self, names: &[&str]) -> Vec<Value> {
+        let out = self
+            .cmd("pm-status")
+            .arg("--json")
+            .args(names)
+            .output()
+            .expect("run pm-status");
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("pm-status --json gave bad JSON ({e}): {}", describe(&out)))
+            .as_array()
+            .cloned()
+            .expect("a JSON array")
+    }
+
+    /// The state pm-status reports for NAME.
+    pub fn state_of(&self, name: &str) -> String {
+        self.status_json(&[name])[0]["state"].as_str().unwrap_or("").to_string()
+    }
+
+    /// The record `STATE/NAME.json`, if any.
+    pub fn record(&self, name: &str) -> Option<Value> {
+        let text = fs::read_to_string(self.state.join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn pid(&self, name: &str) -> Option<i32> {
+        self.record(name)?["pid"].as_i64().map(|p| p as i32)
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.state.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Every live (non-zombie) process started under this sandbox's state dir.
+    pub fn processes(&self) -> Vec<i32> {
+        let needle = format!("PM_STATE_DIR={}", self.state.display());
+        let me = std::process::id() as i32;
+        let mut out = Vec::new();
+        for pid in all_pids() {
+            if pid == me {
+                continue;
+            }
+            let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else { continue };
+            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && is_alive(pid) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// Kills everything this sandbox started (by environment, never by name).
+    pub fn kill_all(&self) {
+        for _ in 0..50 {
+            let pids = self.processes();
+            if pids.is_empty() {
+                return;
+            }
+            for p in pids {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn all_pids() -> Vec<i32> {
+    fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Command, exit status, stdout and stderr, for failure messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[track_caller]
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed: {}", describe(out));
+}
+
+#[track_caller]
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "wrong exit code: {}", describe(out));
+}
+
+/// Waits (polling, with a generous limit) until `f` holds.
+#[track_caller]
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < PATIENCE, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asserts the process is gone (zombies count as gone).
+#[track_caller]
+pub fn assert_gone(pid: i32) {
+    assert!(!is_alive(pid), "pid {pid} is still running: {:?}", Stat::read(pid));
+}
+
+/// Live (non-zombie) processes in process group `pgid`, or in session `sid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    pm_core::process::scan()
+        .into_iter()
+        .filter(|s| s.pgrp == pgid || s.session == pgid)
+        .map(|s| s.pid)
+        .collect()
+}
+
+/// Live descendants of `pid` (by parent PID).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let stats = pm_core::process::scan();
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        for s in stats.iter().filter(|s| s.ppid == p) {
+            if seen.insert(s.pid) {
+                out.push(s.pid);
+                queue.push(s.pid);
+            }
+        }
+    }
+    out
+}
+
+/// The fds a process has open, sorted.
+pub fn fds_of(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Writes an executable script into the sandbox and returns its path.
+pub fn script(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = sb.path(name);
+    fs::write(&p, body).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// True when `prog` is on PATH.
+pub fn have(prog: impl AsRef<OsStr>) -> bool {
+    let prog = prog.as_ref();
+    if Path::new(prog).is_absolute() {
+        return Path::new(prog).exists();
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).exists()))
+        .unwrap_or(false)
+}
+
+/// Skips (returns false) on a developer machine when `prog` is missing, saying what to
+/// install; in CI (`CI=true`) a missing program is a failure.
+pub fn require(prog: &str, package: &str) -> bool {
+    if have(prog) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{prog} is missing in CI: .ci/run must install {package}");
+    }
+    eprintln!("SKIPPED: {prog} not found; install it with: apt-get install {package}");
+    false
+}

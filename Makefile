@@ -1,0 +1,43 @@
+# pm: build, install, test. The two set-up commands of the README are `make install`
+# and `make test`.
+PREFIX ?= /usr/local
+DESTDIR ?=
+CARGO ?= cargo
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+MANDIR = $(DESTDIR)$(PREFIX)/share/man
+BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
+FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+TOOLS = pm-start pm-stop pm-status pm-stopall
+
+.PHONY: all build install uninstall test man completions
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+
+install: build
+	install -d $(BINDIR) $(MANDIR)/man1 $(MANDIR)/man7 $(BASHDIR) $(ZSHDIR) $(FISHDIR)
+	for t in $(TOOLS); do install -m 755 target/release/$$t $(BINDIR)/$$t; done
+	for t in $(TOOLS); do install -m 644 man/$$t.1 $(MANDIR)/man1/$$t.1; done
+	install -m 644 man/pm.7 $(MANDIR)/man7/pm.7
+	target/release/xtask completions target/completions
+	for t in $(TOOLS); do \
+	  install -m 644 target/completions/$$t.bash $(BASHDIR)/$$t; \
+	  install -m 644 target/completions/_$$t $(ZSHDIR)/_$$t; \
+	  install -m 644 target/completions/$$t.fish $(FISHDIR)/$$t.fish; \
+	done
+
+uninstall:
+	for t in $(TOOLS); do rm -f $(BINDIR)/$$t $(MANDIR)/man1/$$t.1 $(BASHDIR)/$$t $(ZSHDIR)/_$$t $(FISHDIR)/$$t.fish; done
+	rm -f $(MANDIR)/man7/pm.7
+
+# Builds the binaries the end-to-end tests run, then runs every test of the workspace.
+test:
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace
+
+# Regenerates man/*.1 from the clap definitions (a test fails when they are stale).
+man:
+	$(CARGO) run -q -p xtask -- man man
