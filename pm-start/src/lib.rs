@@ -46,7 +46,7 @@ Examples:
 
 /// Start a service detached, log its output, and wait until it is up.
 #[derive(Debug, Parser)]
-#[command(name = "pm-start", version, about, after_help = EXAMPLES)]
+#[command(name = "pm-start", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// Service name: 1-128 of A-Z a-z 0-9 . _ @ - (service@instance for templates)
     #[arg(value_name = "NAME")]

@@ -30,7 +30,7 @@ Examples:
 
 /// Report the state of services: running, starting, stopped, dead or unknown.
 #[derive(Debug, Parser)]
-#[command(name = "pm-status", version, about, after_help = EXAMPLES)]
+#[command(name = "pm-status", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// Services to report, in this order [default: every recorded service, in start order]
     #[arg(value_name = "NAME")]

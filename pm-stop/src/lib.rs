@@ -25,7 +25,7 @@ Examples:
 /// Stop services: send the stop signal to the whole group, wait until every process is
 /// gone, escalate to SIGKILL after the timeout.
 #[derive(Debug, Parser)]
-#[command(name = "pm-stop", version, about, after_help = EXAMPLES)]
+#[command(name = "pm-stop", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// Services to stop, in this order
     #[arg(value_name = "NAME", required = true)]

@@ -25,7 +25,7 @@ Examples:
 /// Stop every recorded running service, newest start first, each with its recorded
 /// signal and timeout.
 #[derive(Debug, Parser)]
-#[command(name = "pm-stopall", version, about, after_help = EXAMPLES)]
+#[command(name = "pm-stopall", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
     #[arg(long, value_name = "DIR")]

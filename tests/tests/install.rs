@@ -1,0 +1,69 @@
+//! The install command's result: binaries, man pages and completions under a PREFIX.
+//!
+//! `.ci/run` runs `make install PREFIX=<temp>` first and passes that prefix in
+//! `PM_TEST_PREFIX`; on a developer machine without it the test says so and skips.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn prefix() -> Option<PathBuf> {
+    match std::env::var_os("PM_TEST_PREFIX") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI must run `make install PREFIX=...` and set PM_TEST_PREFIX")
+        }
+        None => {
+            eprintln!("SKIPPED: set PM_TEST_PREFIX to a prefix `make install` filled");
+            None
+        }
+    }
+}
+
+const TOOLS: [&str; 4] = ["pm-start", "pm-stop", "pm-status", "pm-stopall"];
+
+#[test]
+fn installs_binaries_man_pages_and_completions() {
+    let Some(p) = prefix() else { return };
+    for t in TOOLS {
+        let bin = p.join("bin").join(t);
+        let out = Command::new(&bin).arg("--version").output().unwrap();
+        assert!(out.status.success(), "{}", bin.display());
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(t));
+        let page = p.join(format!("share/man/man1/{t}.1"));
+        assert!(page.is_file(), "{}", page.display());
+        for c in [
+            format!("share/bash-completion/completions/{t}"),
+            format!("share/zsh/site-functions/_{t}"),
+            format!("share/fish/vendor_completions.d/{t}.fish"),
+        ] {
+            assert!(p.join(&c).is_file(), "{c} missing");
+        }
+    }
+    assert!(p.join("share/man/man7/pm.7").is_file());
+}
+
+#[test]
+fn man_pages_render_without_warnings() {
+    let Some(p) = prefix() else { return };
+    if Command::new("man").arg("--version").output().is_err() {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "man is missing in CI");
+        eprintln!("SKIPPED: man not installed (apt-get install man-db)");
+        return;
+    }
+    let mut pages: Vec<PathBuf> = TOOLS.iter().map(|t| p.join(format!("share/man/man1/{t}.1"))).collect();
+    pages.push(p.join("share/man/man7/pm.7"));
+    for page in pages {
+        let out = Command::new("man")
+            .args(["--warnings", "-E", "UTF-8", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "80")
+            .env("MAN_KEEP_FORMATTING", "0")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", page.display(), String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.trim().is_empty(), "{}: warnings: {err}", page.display());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("EXIT STATUS"), "{}", page.display());
+    }
+}

@@ -1,0 +1,260 @@
+//! Man pages and completions, built from each tool's `Cli::command()`.
+
+use anyhow::Result;
+use clap::CommandFactory;
+use clap_complete::{generate, Shell};
+
+/// Exit status table shared by every page (one enum in pm-core, one table here).
+const EXIT_COMMON: &str = "2\tusage error (bad option, name, signal, duration or template)";
+
+struct Page {
+    cmd: clap::Command,
+    exit: &'static [(&'static str, &'static str)],
+    extra: &'static str,
+}
+
+fn pages() -> Vec<Page> {
+    vec![
+        Page {
+            cmd: pm_start::Cli::command(),
+            exit: &[
+                ("0", "the service is up (or was already running)"),
+                ("1", "it could not be started: not found, not executable, exited early, killed, not ready in time; the reason and the log tail are on stderr"),
+                ("4", "no COMMAND was given and NAME has no record"),
+                ("130, 143, 129", "interrupted by SIGINT, SIGTERM or SIGHUP while waiting; the half-started service was stopped"),
+            ],
+            extra: "What \"up\" means: the process has not exited within \\-\\-grace and every \\-\\-ready check passed. \
+With \\-\\-pidfile, a launcher that forks and exits 0 is followed to the PID its daemon writes into the file. \
+The service runs in a session of its own, with stdin /dev/null, stdout and stderr appended to its log, and no inherited file descriptor above 2. \
+PM_NAME is set to NAME in its environment; with \\-\\-ready notify also NOTIFY_SOCKET.",
+        },
+        Page {
+            cmd: pm_stop::Cli::command(),
+            exit: &[
+                ("0", "every NAME is stopped or was not running (a stale PID file is removed and reported)"),
+                ("1", "some NAME could not be stopped (permission denied, alive after SIGKILL, or alive after the timeout with \\-\\-no\\-kill); its PIDs are on stderr"),
+                ("4", "some NAME is unknown: no record and no PID file (the others were still handled)"),
+            ],
+            extra: "pm-stop signals the service's whole process group (then SIGCONT), waits on pidfds until every process of the group is gone, and escalates to SIGKILL after the timeout. \
+Descendants that left the group (setsid, double fork) are snapshotted before the signal and swept the same way once the leader is gone. \
+A process whose start time no longer matches the record, or that started after its PID file was written, is never signalled, and neither are PID 1 and pm-stop itself. \
+When both 1 and 4 apply, the exit status is 1.",
+        },
+        Page {
+            cmd: pm_status::Cli::command(),
+            exit: &[
+                ("0", "every NAME is running (with no NAME: every recorded service)"),
+                ("1", "dead: recorded as running but the process is gone or its PID was reused (stale PID file)"),
+                ("3", "stopped: stopped by pm-stop, or recorded and never running"),
+                ("4", "unknown: no record and no PID file, or the record cannot be read"),
+                ("150", "starting: pm-start is still waiting for it to become ready"),
+            ],
+            extra: "The first NAME that is not running decides the exit status. pm-status is read-only: it never changes a record or a PID file and never waits for a lock. \
+The JSON output is an array with one object per service; its fields are described in pm(7).",
+        },
+        Page {
+            cmd: pm_stopall::Cli::command(),
+            exit: &[
+                ("0", "every running service was stopped"),
+                ("1", "some service could not be stopped"),
+            ],
+            extra: "Services are taken newest start first (the reverse of the start order); with \\-\\-parallel N up to N stops run at once, still taken in that order. One line is printed per service as it finishes.",
+        },
+    ]
+}
+
+fn roff_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('-', "\\-")
+}
+
+/// Renders one page: clap_mangen's sections, then EXAMPLES, EXIT STATUS, ENVIRONMENT,
+/// SEE ALSO written here.
+fn render(p: &Page) -> Result<String> {
+    let cmd = p.cmd.clone();
+    let name = cmd.get_name().to_string();
+    let man = clap_mangen::Man::new(cmd.clone())
+        .date("")
+        .source("pm")
+        .manual("pm manual");
+    let mut buf: Vec<u8> = Vec::new();
+    man.render_title(&mut buf)?;
+    man.render_name_section(&mut buf)?;
+    man.render_synopsis_section(&mut buf)?;
+    man.render_description_section(&mut buf)?;
+    buf.extend_from_slice(format!(".PP\n{}\n", p.extra).as_bytes());
+    man.render_options_section(&mut buf)?;
+    if let Some(examples) = cmd.get_after_help() {
+        let text = examples.to_string();
+        let body = text.strip_prefix("Examples:\n").unwrap_or(&text);
+        buf.extend_from_slice(b".SH EXAMPLES\n.nf\n");
+        for line in body.lines() {
+            buf.extend_from_slice(roff_escape(line).as_bytes());
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(b".fi\n");
+    }
+    buf.extend_from_slice(b".SH \"EXIT STATUS\"\n");
+    let mut rows: Vec<(String, String)> = p
+        .exit
+        .iter()
+        .map(|(c, d)| (c.to_string(), d.to_string()))
+        .collect();
+    let (c, d) = EXIT_COMMON.split_once('\t').unwrap_or(("2", EXIT_COMMON));
+    rows.push((c.into(), d.into()));
+    rows.sort_by_key(|(c, _)| {
+        c.split(',')
+            .next()
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    for (c, d) in rows {
+        buf.extend_from_slice(format!(".TP\n.B {c}\n{d}\n").as_bytes());
+    }
+    buf.extend_from_slice(
+        b".SH ENVIRONMENT\n.TP\n.B PM_STATE_DIR\nState directory, unless \\-\\-state\\-dir is given. \
+Otherwise $XDG_RUNTIME_DIR/pm, /run/pm for root, else ${TMPDIR:\\-/tmp}/pm\\-$UID.\n\
+.TP\n.B PM_PIDFILE\nDefault PID-file template for names that have no record.\n",
+    );
+    let others: Vec<String> = ["pm-start", "pm-stop", "pm-status", "pm-stopall"]
+        .iter()
+        .filter(|t| **t != name)
+        .map(|t| format!(".BR {} (1),", roff_escape(t)))
+        .collect();
+    buf.extend_from_slice(
+        format!(".SH \"SEE ALSO\"\n{}\n.BR pm (7)\n", others.join("\n")).as_bytes(),
+    );
+    man.render_version_section(&mut buf)?;
+    Ok(String::from_utf8(buf)?)
+}
+
+/// `(file name, contents)` for every generated man page.
+pub fn man_pages() -> Result<Vec<(String, String)>> {
+    pages()
+        .iter()
+        .map(|p| Ok((format!("{}.1", p.cmd.get_name()), render(p)?)))
+        .collect()
+}
+
+/// Recorded names offered when completing NAME (all tools share the helper).
+const BASH_NAMES: &str = r#"
+_pm_complete_names() {
+    local cur prev
+    cur="${COMP_WORDS[COMP_CWORD]}"
+    prev="${COMP_WORDS[COMP_CWORD-1]}"
+    case "$cur" in -*) return 1 ;; esac
+    case "$prev" in
+        --state-dir|--pidfile|--log|--cwd|--env|--user|--stop-signal|--stop-timeout|--grace|--ready|--ready-timeout|--signal|-s|--timeout|-t|--parallel|-j) return 1 ;;
+    esac
+    local w
+    for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do [ "$w" = "--" ] && return 1; done
+    COMPREPLY=( $(compgen -W "$(pm-status --complete-names 2>/dev/null)" -- "$cur") )
+    return 0
+}
+"#;
+
+/// Bash, zsh and fish completion scripts for every tool.
+pub fn completions() -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for p in pages() {
+        let name = p.cmd.get_name().to_string();
+        let takes_names = name != "pm-stopall";
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut cmd = p.cmd.clone();
+            let mut buf = Vec::new();
+            generate(shell, &mut cmd, name.clone(), &mut buf);
+            let mut text = String::from_utf8(buf)?;
+            let file = match shell {
+                Shell::Bash => {
+                    if takes_names {
+                        let f = format!("_{}", name.replace('-', "__"));
+                        text.push_str(BASH_NAMES);
+                        text.push_str(&format!(
+                            "_{n}_with_names() {{ _pm_complete_names || {f} \"$@\"; }}\n\
+                             complete -F _{n}_with_names -o bashdefault -o default {name}\n",
+                            n = name.replace('-', "_"),
+                        ));
+                    }
+                    format!("{name}.bash")
+                }
+                Shell::Zsh => {
+                    if takes_names {
+                        let f = format!("_{}_names", name.replace('-', "_"));
+                        text = text
+                            .lines()
+                            .map(|l| {
+                                if l.contains("::names --") || l.contains("':name --") {
+                                    l.replace(":_default'", &format!(":{f}'"))
+                                } else {
+                                    l.to_string()
+                                }
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        // Defined before the generated body runs, so the first completion works.
+                        let helper = format!(
+                            "# Recorded names for NAME.\n{f}() {{ local -a names; names=(${{(f)\"$(pm-status --complete-names 2>/dev/null)\"}}); _describe 'service' names }}\n"
+                        );
+                        text = match text.split_once('\n') {
+                            Some((first, rest)) => format!("{first}\n{helper}{rest}\n"),
+                            None => text,
+                        };
+                    }
+                    format!("_{name}")
+                }
+                _ => {
+                    if takes_names {
+                        text.push_str(&format!(
+                            "complete -c {name} -n 'not string match -q -- \"-*\" (commandline -ct)' -f -a '(pm-status --complete-names 2>/dev/null)'\n"
+                        ));
+                    }
+                    format!("{name}.fish")
+                }
+            };
+            out.push((file, text));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_man_pages_are_up_to_date() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../man");
+        for (name, text) in man_pages().unwrap() {
+            let committed = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+            assert!(
+                committed == text,
+                "man/{name} is out of date: run `make man` (cargo run -p xtask -- man man) and commit"
+            );
+        }
+    }
+
+    #[test]
+    fn man_pages_carry_examples_and_exit_status() {
+        for (name, text) in man_pages().unwrap() {
+            assert!(text.contains(".SH EXAMPLES"), "{name}");
+            assert!(text.contains(".SH \"EXIT STATUS\""), "{name}");
+            assert!(text.contains("\\-\\-state\\-dir"), "{name}");
+        }
+    }
+
+    #[test]
+    fn completions_offer_recorded_names() {
+        let c = completions().unwrap();
+        assert_eq!(c.len(), 12);
+        let bash = &c.iter().find(|(n, _)| n == "pm-stop.bash").unwrap().1;
+        assert!(bash.contains("pm-status --complete-names"));
+        assert!(bash.contains("complete -F _pm_stop_with_names"));
+        let fish = &c.iter().find(|(n, _)| n == "pm-status.fish").unwrap().1;
+        assert!(fish.contains("--complete-names"));
+        let zsh = &c.iter().find(|(n, _)| n == "_pm-stop").unwrap().1;
+        assert!(
+            zsh.starts_with("#compdef pm-stop\n# Recorded names"),
+            "{zsh}"
+        );
+        assert!(zsh.contains(":_pm_stop_names'"), "{zsh}");
+    }
+}
