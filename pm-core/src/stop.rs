@@ -143,6 +143,21 @@ impl Targets {
         Ok(())
     }
 
+    /// The indices in `which` whose process is a live member of group `g` right now.
+    fn in_group(&self, which: &[usize], g: i32) -> HashSet<usize> {
+        which
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let h = &self.handles[i];
+                matches!(
+                    Stat::read(h.pid),
+                    Ok(Some(s)) if s.pgrp == g && s.start_time == h.start_time && !s.is_zombie()
+                )
+            })
+            .collect()
+    }
+
     fn all(&self) -> Vec<usize> {
         (0..self.handles.len()).collect()
     }
@@ -227,9 +242,18 @@ pub fn stop(plan: Plan) -> Result<Outcome> {
         reason,
     };
     let send = |t: &Targets, which: &[usize], group_id: Option<i32>, sig: Signal| -> Result<()> {
+        // Whoever was in the group both before and after killpg got the signal from it:
+        // sending it again would deliver it twice, and to many services a second TERM or
+        // INT means "give up on the graceful shutdown".
+        let mut direct = which.to_vec();
         if let Some(g) = group_id {
+            let before = t.in_group(which, g);
             match killpg(Pid::from_raw(g), sig) {
-                Ok(()) | Err(Errno::ESRCH) => {}
+                Ok(()) => {
+                    let after = t.in_group(which, g);
+                    direct.retain(|i| !(before.contains(i) && after.contains(i)));
+                }
+                Err(Errno::ESRCH) => {}
                 Err(e) => {
                     return Err(Error::Process {
                         pid: g,
@@ -238,7 +262,7 @@ pub fn stop(plan: Plan) -> Result<Outcome> {
                 }
             }
         }
-        t.signal(which, sig)?;
+        t.signal(&direct, sig)?;
         if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
             if let Some(g) = group_id {
                 let _ = killpg(Pid::from_raw(g), Signal::SIGCONT);
@@ -380,6 +404,10 @@ fn wait_group(
             return Ok(false);
         }
         let Some(g) = pgid else { return Ok(true) };
+        // No process at all in the group (not even a zombie): no need to read /proc.
+        if killpg(Pid::from_raw(g), None) == Err(Errno::ESRCH) {
+            return Ok(true);
+        }
         let late: Vec<Stat> = process::scan()
             .into_iter()
             .filter(|s| s.pgrp == g && s.start_time >= born_after && !process::is_protected(s.pid))
@@ -559,7 +587,11 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
             }
         }
     }
-    if let Some(r) = record {
+    // Nothing ran and the record already says stopped: keep the outcome of the stop that
+    // did the work (pm-status shows it as `last_stop`).
+    let already_stopped =
+        outcome == Outcome::AlreadyGone && record.is_some_and(|r| r.phase == Phase::Stopped);
+    if let Some(r) = record.filter(|_| !already_stopped) {
         let mut r = r.clone();
         r.last_stop = Some(outcome.last_stop(by));
         if outcome.is_success() {

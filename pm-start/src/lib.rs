@@ -399,6 +399,8 @@ fn finish(
             if now.as_ref().map(|r| (r.phase, r.started_at.clone()))
                 != Some((Phase::Starting, rec.started_at.clone()))
             {
+                // pm-stop ran while we waited; a daemon found after that must not survive it.
+                cleanup(&rec, tracked, spec)?;
                 say(TOOL, name, "was stopped while starting");
                 return Ok(Code::Failure.into());
             }

@@ -98,6 +98,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     Ok(Code::first_not_ok(seen.iter().map(|i| i.state.code())).into())
 }
 
+/// The PID to show: the live process; for a dead service the one recorded (gone or reused,
+/// as the note says). A stopped service has none: pm-stop saw that process end, and its
+/// PID may belong to anything by now.
+fn shown_pid(i: &Inspection) -> Option<i32> {
+    match i.state {
+        State::Stopped => None,
+        _ => i.pid(),
+    }
+}
+
 fn uptime_secs(i: &Inspection) -> Option<u64> {
     i.live.as_ref().map(|(s, _)| s.uptime().as_secs())
 }
@@ -114,8 +124,11 @@ pub fn to_json(i: &Inspection) -> Value {
     json!({
         "name": i.name.as_str(),
         "state": i.state.as_str(),
-        "pid": i.live.as_ref().map(|(s, _)| s.pid).or_else(|| r.and_then(|r| r.pid)),
-        "pgid": live.map(|s| s.pgrp).or_else(|| r.and_then(|r| r.pgid)),
+        "pid": shown_pid(i),
+        "pgid": live
+            .map(|s| s.pgrp)
+            .or_else(|| r.and_then(|r| r.pgid))
+            .filter(|_| i.state != State::Stopped),
         "pidfile": i.pidfile.as_ref().map(|p| p.display().to_string()),
         "log": r.map(|r| r.log.display().to_string()),
         "command": r.map(|r| r.command.clone()),
@@ -215,7 +228,7 @@ pub fn table(seen: &[Inspection], width: Option<usize>) -> String {
             [
                 i.name.to_string(),
                 i.state.as_str().to_string(),
-                i.pid().map_or("-".into(), |p| p.to_string()),
+                shown_pid(i).map_or("-".into(), |p| p.to_string()),
                 uptime_secs(i).map_or("-".into(), |s| {
                     duration::short(std::time::Duration::from_secs(s))
                 }),
