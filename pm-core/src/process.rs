@@ -383,7 +383,9 @@ pub fn members(
     }
     let mut out: Vec<Stat> = Vec::new();
     let mut seen: HashSet<i32> = HashSet::new();
-    let mut queue = vec![leader];
+    // Without a leader (0) there is no parent to follow: PID 1 and kthreadd have parent 0,
+    // so walking "its children" would take in every process on the host.
+    let mut queue = if leader > 1 { vec![leader] } else { Vec::new() };
     for s in stats {
         let in_group = pgid.is_some_and(|g| g > 1 && s.pgrp == g);
         let in_session = sid.is_some_and(|g| g > 1 && s.session == g);
@@ -595,5 +597,19 @@ mod tests {
             .collect();
         got.sort();
         assert_eq!(got, vec![101, 102, 103, 104]);
+        // No leader: only the group and session, never "the children of PID 0" (everything).
+        let mut all = stats.clone();
+        all.push(s(1, 0, 1, 1, 0));
+        let mut got: Vec<i32> = members(&all, 0, None, None, 0)
+            .iter()
+            .map(|s| s.pid)
+            .collect();
+        assert!(got.is_empty(), "{got:?}");
+        got = members(&all, 0, Some(100), None, 10)
+            .iter()
+            .map(|s| s.pid)
+            .collect();
+        got.sort();
+        assert_eq!(got, vec![100, 101, 102, 103]);
     }
 }

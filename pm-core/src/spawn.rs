@@ -151,10 +151,19 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned> {
     }
     let creds = spec.user.cloned();
     // SAFETY: the hook runs between fork and exec and calls only async-signal-safe
-    // functions (setsid, sigprocmask, setgroups/setgid/setuid, fcntl); nothing allocates.
+    // functions (setsid, signal, sigprocmask, setgroups/setgid/setuid, fcntl); nothing
+    // allocates.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
+            // Signals ignored by whoever ran pm-start (a background job of a script ignores
+            // INT and QUIT, nohup ignores HUP) must not stay ignored in the service, or a
+            // `--stop-signal QUIT` would never be acted on. Exec resets only caught ones.
+            for sig in 1..32 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    let _ = sig;
+                }
+            }
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
                 .map_err(io::Error::from)?;
             if let Some(c) = &creds {

@@ -86,22 +86,11 @@ impl Waiter<'_> {
                     return WaitEnd::Interrupted(sig);
                 }
             }
-            if let Some(end) = self.follow() {
+            if let Some(end) = self.take_notify() {
                 return end;
             }
-            if let Some(n) = self.notify.as_deref_mut() {
-                n.drain();
-                if let Some(main) = n.main_pid.take() {
-                    if self.tracked.handle().map(|h| h.pid) != Some(main) {
-                        match Handle::open(
-                            main,
-                            &process::Expect::WrittenBy(std::time::SystemTime::now()),
-                        ) {
-                            Ok(Ok(h)) => self.tracked = Tracked::Other(h),
-                            _ => return failed(format!("MAINPID={main} is not a live process")),
-                        }
-                    }
-                }
+            if let Some(end) = self.follow() {
+                return end;
             }
             let now = Instant::now();
             if self.tracked.handle().is_some() {
@@ -114,14 +103,13 @@ impl Waiter<'_> {
                 self.checks = checks;
                 if now >= grace_end && passed.iter().all(|p| *p) {
                     if let Some(h) = self.tracked.handle() {
-                        if !h.is_gone() {
-                            return WaitEnd::Ready {
-                                pid: h.pid,
-                                start_time: h.start_time,
-                            };
+                        if h.is_gone() {
+                            continue;
+                        }
+                        if let Some(end) = self.up() {
+                            return end;
                         }
                     }
-                    continue;
                 }
             }
             let now = Instant::now();
@@ -133,9 +121,17 @@ impl Waiter<'_> {
                     .filter(|(_, p)| !**p)
                     .map(|(c, _)| describe(c))
                     .collect();
+                let pidfile_pending = self.pidfile_by == PidfileBy::Service
+                    && matches!(self.tracked, Tracked::Child(_));
                 return failed(if self.tracked.handle().is_none() {
                     format!(
                         "the launcher exited but {} never named a live process within {}",
+                        self.pidfile.display(),
+                        pm_core::duration::elapsed(self.ready_timeout)
+                    )
+                } else if pending.is_empty() && pidfile_pending {
+                    format!(
+                        "{} never named a live process within {}",
                         self.pidfile.display(),
                         pm_core::duration::elapsed(self.ready_timeout)
                     )
@@ -166,6 +162,46 @@ impl Waiter<'_> {
         }
     }
 
+    /// The service is up (its checks passed): which process to track. With a PID file the
+    /// service writes itself, that is the process the file names, and until the file names
+    /// a live process the service is not up yet: a self-daemonizer's launcher (nginx,
+    /// `daemon on;`) may still be alive, about to exit, when its sockets already accept.
+    fn up(&mut self) -> Option<WaitEnd> {
+        let h = self.tracked.handle()?;
+        let ready = |h: &Handle| WaitEnd::Ready {
+            pid: h.pid,
+            start_time: h.start_time,
+        };
+        if self.pidfile_by == PidfileBy::Pm || !matches!(self.tracked, Tracked::Child(_)) {
+            return Some(ready(h));
+        }
+        let (pid, expect) = ready::fresh_pid(self.pidfile, &self.baseline)?;
+        if pid == h.pid {
+            return Some(ready(h));
+        }
+        let daemon = Handle::open(pid, &expect).ok()?.ok()?;
+        let end = ready(&daemon);
+        self.tracked = Tracked::Other(daemon);
+        Some(end)
+    }
+
+    /// Reads the notify socket; `MAINPID=` hands tracking over to the process it names.
+    fn take_notify(&mut self) -> Option<WaitEnd> {
+        let n = self.notify.as_deref_mut()?;
+        n.drain();
+        let main = n.main_pid.take()?;
+        if self.tracked.handle().map(|h| h.pid) != Some(main) {
+            match Handle::open(
+                main,
+                &process::Expect::WrittenBy(std::time::SystemTime::now()),
+            ) {
+                Ok(Ok(h)) => self.tracked = Tracked::Other(h),
+                _ => return Some(failed(format!("MAINPID={main} is not a live process"))),
+            }
+        }
+        None
+    }
+
     /// Notices the tracked process exiting; follows a launcher to its daemon.
     fn follow(&mut self) -> Option<WaitEnd> {
         match &mut self.tracked {
@@ -174,6 +210,14 @@ impl Waiter<'_> {
                     Ok(Some(st)) => st,
                     _ => return None,
                 };
+                // A launcher may announce its main process (MAINPID=) and exit at once: a
+                // datagram sent before it exited is read before its exit counts.
+                if let Some(end) = self.take_notify() {
+                    return Some(end);
+                }
+                if !matches!(self.tracked, Tracked::Child(_)) {
+                    return None;
+                }
                 use std::os::unix::process::ExitStatusExt;
                 if status.success() && self.pidfile_by == PidfileBy::Service {
                     self.tracked = Tracked::None;

@@ -60,7 +60,10 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        let dir = tempfile::Builder::new().prefix("pm-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("pm-test-")
+            .tempdir()
+            .expect("tempdir");
         let state = dir.path().join("state");
         Sandbox { dir, state }
     }
@@ -88,7 +91,11 @@ impl Sandbox {
 
     /// Runs `pm-start NAME [ARGS...]` and returns its output (whatever the exit code).
     pub fn start(&self, name: &str, args: &[&str]) -> Output {
-        self.cmd("pm-start").arg(name).args(args).output().expect("run pm-start")
+        self.cmd("pm-start")
+            .arg(name)
+            .args(args)
+            .output()
+            .expect("run pm-start")
     }
 
     /// `pm-start NAME [OPTS...] -- sh -c SCRIPT`, asserting success; returns the PID.
@@ -101,7 +108,10 @@ impl Sandbox {
     }
 
     pub fn stop(&self, names: &[&str]) -> Output {
-        self.cmd("pm-stop").args(names).output().expect("run pm-stop")
+        self.cmd("pm-stop")
+            .args(names)
+            .output()
+            .expect("run pm-stop")
     }
 
     /// `pm-status --json NAMES...` parsed.
@@ -121,7 +131,10 @@ impl Sandbox {
 
     /// The state pm-status reports for NAME.
     pub fn state_of(&self, name: &str) -> String {
-        self.status_json(&[name])[0]["state"].as_str().unwrap_or("").to_string()
+        self.status_json(&[name])[0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// The record `STATE/NAME.json`, if any.
@@ -147,7 +160,9 @@ impl Sandbox {
             if pid == me {
                 continue;
             }
-            let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else { continue };
+            let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
             if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && is_alive(pid) {
                 out.push(pid);
             }
@@ -211,7 +226,12 @@ pub fn assert_success(out: &Output, what: &str) {
 
 #[track_caller]
 pub fn assert_code(out: &Output, code: i32) {
-    assert_eq!(out.status.code(), Some(code), "wrong exit code: {}", describe(out));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "wrong exit code: {}",
+        describe(out)
+    );
 }
 
 /// Waits (polling, with a generous limit) until `f` holds.
@@ -227,7 +247,11 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 /// Asserts the process is gone (zombies count as gone).
 #[track_caller]
 pub fn assert_gone(pid: i32) {
-    assert!(!is_alive(pid), "pid {pid} is still running: {:?}", Stat::read(pid));
+    assert!(
+        !is_alive(pid),
+        "pid {pid} is still running: {:?}",
+        Stat::read(pid)
+    );
 }
 
 /// Live (non-zombie) processes in process group `pgid`, or in session `sid`.
