@@ -72,6 +72,18 @@ impl std::str::FromStr for Name {
     }
 }
 
+/// The PID-file template for names without a record: `--pidfile`, else `$PM_PIDFILE`;
+/// its syntax is checked up front so a bad template is a usage error, not a per-name one.
+pub fn pidfile_template(explicit: Option<&str>) -> Result<Option<String>> {
+    let t = explicit
+        .map(str::to_string)
+        .or_else(|| std::env::var("PM_PIDFILE").ok().filter(|s| !s.is_empty()));
+    if let Some(t) = &t {
+        check_template(t)?;
+    }
+    Ok(t)
+}
+
 /// Checks a template's syntax without a name, so bad templates are usage errors up front.
 pub fn check_template(template: &str) -> Result<()> {
     // `x@y` supplies every placeholder; only syntax errors remain.

@@ -445,6 +445,19 @@ pub struct Options {
     pub pidfile_template: Option<String>,
 }
 
+impl Options {
+    /// Builds the options from `--signal`, `--timeout` and `--no-kill` as pm-stop and
+    /// pm-stopall take them (no PID-file template: pm-stop adds its own).
+    pub fn parse(signal: Option<&str>, timeout: Option<&str>, no_kill: bool) -> Result<Options> {
+        Ok(Options {
+            signal: signal.map(crate::signal::parse).transpose()?,
+            timeout: timeout.map(crate::duration::parse).transpose()?,
+            no_kill,
+            pidfile_template: None,
+        })
+    }
+}
+
 /// Default stop timeout when neither the record nor the caller gives one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -64,13 +64,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         out(&names)?;
         return Ok(Code::Ok.into());
     }
-    let template = cli
-        .pidfile
-        .clone()
-        .or_else(|| std::env::var("PM_PIDFILE").ok().filter(|s| !s.is_empty()));
-    if let Some(t) = &template {
-        pm_core::name::check_template(t)?;
-    }
+    let template = pm_core::name::pidfile_template(cli.pidfile.as_deref())?;
     let names: Vec<Name> = if cli.names.is_empty() {
         sd.list()?.into_iter().map(|(n, _)| n).collect()
     } else {

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use pm_core::report::say;
 use pm_core::stop::{stop_name, Options};
-use pm_core::{duration, signal, Code, Name, StateDir};
+use pm_core::{Code, Name, StateDir};
 
 const TOOL: &str = "pm-stop";
 
@@ -58,18 +58,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         .iter()
         .map(|n| Name::new(n))
         .collect::<Result<Vec<_>, _>>()?;
-    let template = cli
-        .pidfile
-        .clone()
-        .or_else(|| std::env::var("PM_PIDFILE").ok().filter(|s| !s.is_empty()));
-    if let Some(t) = &template {
-        pm_core::name::check_template(t)?;
-    }
     let opts = Options {
-        signal: cli.signal.as_deref().map(signal::parse).transpose()?,
-        timeout: cli.timeout.as_deref().map(duration::parse).transpose()?,
-        no_kill: cli.no_kill,
-        pidfile_template: template,
+        pidfile_template: pm_core::name::pidfile_template(cli.pidfile.as_deref())?,
+        ..Options::parse(cli.signal.as_deref(), cli.timeout.as_deref(), cli.no_kill)?
     };
     let sd = StateDir::resolve(cli.state_dir.as_deref(), true)?;
     let mut codes = Vec::new();

@@ -10,7 +10,7 @@ use clap::Parser;
 use pm_core::report::say;
 use pm_core::status::{inspect, State};
 use pm_core::stop::{stop_name, Options};
-use pm_core::{duration, signal, Code, Name, StateDir};
+use pm_core::{Code, Name, StateDir};
 
 const TOOL: &str = "pm-stopall";
 
@@ -50,12 +50,7 @@ pub struct Cli {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let opts = Options {
-        signal: cli.signal.as_deref().map(signal::parse).transpose()?,
-        timeout: cli.timeout.as_deref().map(duration::parse).transpose()?,
-        no_kill: cli.no_kill,
-        pidfile_template: None,
-    };
+    let opts = Options::parse(cli.signal.as_deref(), cli.timeout.as_deref(), cli.no_kill)?;
     let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
     // Start order reversed: the newest first.
     let queue: VecDeque<Name> = sd
