@@ -161,7 +161,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned> {
             // `--stop-signal QUIT` would never be acted on. Exec resets only caught ones.
             for sig in 1..32 {
                 if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    let _ = sig;
+                    libc::signal(sig, libc::SIG_DFL);
                 }
             }
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
@@ -248,12 +248,24 @@ mod tests {
         let s = Stat::read(pid).unwrap().unwrap();
         assert_eq!(s.pid, s.pgrp);
         assert_eq!(s.pid, s.session);
-        let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
-            .collect();
-        fds.sort();
-        assert_eq!(fds, vec![0, 1, 2], "fd {raw} leaked?");
+        let fds = || -> Vec<i32> {
+            let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort();
+            v
+        };
+        // The kernel renames the task a moment before it closes the CLOEXEC fds, so give
+        // exec time to finish; a real leak never closes and fails here.
+        let t = Instant::now();
+        while fds() != [0, 1, 2] && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(fds(), vec![0, 1, 2], "fd {raw} leaked?");
         let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
         assert_eq!(stdin, PathBuf::from("/dev/null"));
         let out = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();

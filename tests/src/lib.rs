@@ -338,14 +338,27 @@ pub fn require(prog: &str, package: &str) -> bool {
 /// `--version` starting with the tool's name, exit 2 on an unknown option. Each binary
 /// crate calls this from its own `tests/cli.rs` (which also makes cargo build the binary).
 pub fn assert_cli_basics(bin: &Path, tool: &str) {
-    let out = std::process::Command::new(bin).arg("--help").output().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{tool} --help: {}", describe(&out));
     let text = stdout(&out);
     assert!(text.contains("Examples:"), "{text}");
     assert!(text.contains("--state-dir"), "{text}");
-    let out = std::process::Command::new(bin).arg("--version").output().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert!(stdout(&out).starts_with(&format!("{tool} ")), "{}", stdout(&out));
-    let out = std::process::Command::new(bin).arg("--no-such-option").output().unwrap();
+    assert!(
+        stdout(&out).starts_with(&format!("{tool} ")),
+        "{}",
+        stdout(&out)
+    );
+    let out = std::process::Command::new(bin)
+        .arg("--no-such-option")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
 }

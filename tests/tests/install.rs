@@ -46,11 +46,18 @@ fn installs_binaries_man_pages_and_completions() {
 fn man_pages_render_without_warnings() {
     let Some(p) = prefix() else { return };
     if Command::new("man").arg("--version").output().is_err() {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "man is missing in CI");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "man is missing in CI"
+        );
         eprintln!("SKIPPED: man not installed (apt-get install man-db)");
         return;
     }
-    let mut pages: Vec<PathBuf> = TOOLS.iter().map(|t| p.join(format!("share/man/man1/{t}.1"))).collect();
+    let mut pages: Vec<PathBuf> = TOOLS
+        .iter()
+        .map(|t| p.join(format!("share/man/man1/{t}.1")))
+        .collect();
     pages.push(p.join("share/man/man7/pm.7"));
     for page in pages {
         let out = Command::new("man")
@@ -60,7 +67,12 @@ fn man_pages_render_without_warnings() {
             .env("MAN_KEEP_FORMATTING", "0")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}: {}", page.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            page.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.trim().is_empty(), "{}: warnings: {err}", page.display());
         let text = String::from_utf8_lossy(&out.stdout);
