@@ -64,7 +64,7 @@ fn man_pages_render_without_warnings() {
             .args(["--warnings", "-E", "UTF-8", "-l"])
             .arg(&page)
             .env("MANWIDTH", "80")
-            .env("MAN_KEEP_FORMATTING", "0")
+            .env_remove("MAN_KEEP_FORMATTING")
             .output()
             .unwrap();
         assert!(
@@ -78,4 +78,41 @@ fn man_pages_render_without_warnings() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("EXIT STATUS"), "{}", page.display());
     }
+}
+
+#[test]
+fn bash_completion_offers_recorded_names() {
+    let Some(p) = prefix() else { return };
+    let sb = pm_tests::Sandbox::new();
+    // Two recorded services (one stopped at once, so nothing is left running).
+    for name in ["web", "worker@2"] {
+        let out = sb.start(name, &["--", "true"]);
+        assert!(
+            !out.status.success(),
+            "`true` exits at once, so the start fails"
+        );
+    }
+    let script = format!(
+        "source {comp}\n\
+         COMP_WORDS=(pm-stop w); COMP_CWORD=1; _pm_stop_with_names; echo \"${{COMPREPLY[*]}}\"\n\
+         COMP_WORDS=(pm-stop --signal ''); COMP_CWORD=2; _pm_complete_names || echo no-names-after-signal\n",
+        comp = p.join("share/bash-completion/completions/pm-stop").display()
+    );
+    let path = format!(
+        "{}:{}",
+        p.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .env("PATH", path)
+        .env("PM_STATE_DIR", &sb.state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let mut names: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    names.sort_unstable();
+    assert_eq!(names, ["web", "worker@2"], "{}", pm_tests::describe(&out));
+    assert_eq!(lines.next(), Some("no-names-after-signal"));
 }
