@@ -405,19 +405,16 @@ fn finish(
                 return Ok(Code::Failure.into());
             }
             let stat = Stat::read(pid)?;
-            let launcher = rec.pid.filter(|l| *l != pid);
             rec.phase = Phase::Running;
             rec.starter = None;
             rec.pid = Some(pid);
             rec.start_time = Some(start_time);
             if let Some(s) = stat {
-                // A daemon caught between its fork and its setsid() (nginx writes the PID
-                // file first) still shows the launcher's group and session: those are not
-                // the service's, so record none rather than the wrong ones. pm-stop uses the
-                // live values while the daemon runs.
-                let foreign = |id: i32| launcher == Some(id);
-                rec.pgid = (!foreign(s.pgrp)).then_some(s.pgrp);
-                rec.sid = (!foreign(s.session)).then_some(s.session);
+                // A daemon caught before its setsid() (nginx writes its PID file first)
+                // still shows the session pm created for the launcher: that one is the
+                // service's too, and pm-stop uses the live values while the daemon runs.
+                rec.pgid = Some(s.pgrp);
+                rec.sid = Some(s.session);
             }
             sd.write_record(&rec)?;
             say(
