@@ -2,6 +2,9 @@
 //! return once it is up ("up": not exited within `--grace`, and every `--ready` check
 //! passed).
 
+// clap turns the doc comments into --help text, where `[HOST:]PORT` must read as written.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 mod wait;
 
 use std::path::{Path, PathBuf};
