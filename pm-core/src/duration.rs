@@ -4,8 +4,21 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// Longest duration accepted: longer ones are surely typos, and would overflow deadlines.
+pub const MAX: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// Parses a duration; a bare number is seconds and may have a fraction.
 pub fn parse(s: &str) -> Result<Duration> {
+    parse_any(s).and_then(|d| {
+        if d > MAX {
+            Err(Error::InvalidDuration(s.into()))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+fn parse_any(s: &str) -> Result<Duration> {
     let t = s.trim();
     let bad = || Error::InvalidDuration(s.into());
     if t.is_empty() {
@@ -77,7 +90,18 @@ mod tests {
 
     #[test]
     fn rejects_junk() {
-        for bad in ["", "abc", "-1", "5x", "1.2.3", "s", "1e9999", "1.5q"] {
+        for bad in [
+            "",
+            "abc",
+            "-1",
+            "5x",
+            "1.2.3",
+            "s",
+            "1e9999",
+            "1.5q",
+            "10000000000000000000",
+            "11y",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -22,6 +22,18 @@ pub const MAX_SIZE: u64 = 4096;
 pub struct PidFile {
     pub pid: i32,
     pub mtime: SystemTime,
+    /// The file's owner: a non-root owner may only name its own processes.
+    pub owner: u32,
+}
+
+impl PidFile {
+    /// How to verify the process this file names.
+    pub fn expect(&self) -> crate::process::Expect {
+        crate::process::Expect::WrittenBy {
+            mtime: self.mtime,
+            owner: Some(self.owner),
+        }
+    }
 }
 
 /// Parses the contents of a PID file.
@@ -78,7 +90,11 @@ pub fn read(path: &Path) -> Result<Option<PidFile>> {
     let text = String::from_utf8_lossy(&buf);
     let pid = parse(&text).map_err(invalid)?;
     let mtime = meta.modified().map_err(|e| Error::io(path, e))?;
-    Ok(Some(PidFile { pid, mtime }))
+    Ok(Some(PidFile {
+        pid,
+        mtime,
+        owner: meta.uid(),
+    }))
 }
 
 /// Writes `pid` to `path` atomically (temp file in the same directory, fsync, rename).

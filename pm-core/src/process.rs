@@ -166,8 +166,26 @@ pub enum Expect {
     /// Recorded start time (clock ticks after boot) on the recorded boot.
     StartTime { start_time: u64, boot_id: String },
     /// A PID read from a PID file: the process must have started no later than the file's
-    /// last write.
-    WrittenBy(SystemTime),
+    /// last write, and a file owned by a user other than root must belong to a process of
+    /// that user (so one user cannot point pm at another user's process).
+    WrittenBy {
+        mtime: SystemTime,
+        owner: Option<u32>,
+    },
+}
+
+/// Real, effective, saved and filesystem uid of `pid` (empty if unreadable).
+fn uids(pid: i32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("Uid:")).map(|l| {
+                l.split_whitespace()
+                    .filter_map(|u| u.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// Slack for comparing a start time (truncated to a clock tick) with a file mtime (taken
@@ -218,7 +236,10 @@ pub fn check(pid: i32, expect: &Expect) -> Result<Verdict> {
     }
     let ours = match expect {
         Expect::StartTime { start_time, .. } => stat.start_time == *start_time,
-        Expect::WrittenBy(mtime) => stat.started_at() <= *mtime + MTIME_SLACK,
+        Expect::WrittenBy { mtime, owner } => {
+            stat.started_at() <= *mtime + MTIME_SLACK
+                && owner.is_none_or(|o| o == 0 || uids(pid).contains(&o))
+        }
     };
     Ok(if ours {
         Verdict::Ours(stat)
@@ -242,11 +263,9 @@ impl Handle {
         if is_protected(pid) {
             return Ok(Err(Verdict::Protected));
         }
-        let fd = match sys::pidfd_open(pid) {
-            Ok(fd) => Some(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(Err(Verdict::Gone)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => None,
-            Err(e) => return Err(Error::Process { pid, err: e }),
+        let fd = match open_pidfd(pid)? {
+            Some(fd) => fd,
+            None => return Ok(Err(Verdict::Gone)),
         };
         match check(pid, expect)? {
             Verdict::Ours(stat) => Ok(Ok(Handle {
@@ -260,15 +279,12 @@ impl Handle {
 
     /// A handle on a child we just spawned: its PID cannot be reused until we reap it.
     pub fn of_child(pid: i32) -> Result<Handle> {
-        let fd = match sys::pidfd_open(pid) {
-            Ok(fd) => Some(fd),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => None,
-            Err(e) => return Err(Error::Process { pid, err: e }),
-        };
-        let stat = Stat::read(pid)?.ok_or(Error::Process {
+        let gone = || Error::Process {
             pid,
             err: io::Error::from_raw_os_error(libc::ESRCH),
-        })?;
+        };
+        let fd = open_pidfd(pid)?.ok_or_else(gone)?;
+        let stat = Stat::read(pid)?.ok_or_else(gone)?;
         Ok(Handle {
             pid,
             start_time: stat.start_time,
@@ -319,6 +335,53 @@ impl Handle {
     pub fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.fd.as_ref().map(|f| f.as_fd())
     }
+}
+
+/// `Ok(None)`: no such process (or a thread id, which is not a process). `Ok(Some(None))`:
+/// it exists but no pidfd can be had (kernel without pidfds, or out of fds), so the caller
+/// falls back to kill(2) with a start-time re-check.
+fn open_pidfd(pid: i32) -> Result<Option<Option<OwnedFd>>> {
+    match sys::pidfd_open(pid) {
+        Ok(fd) => Ok(Some(Some(fd))),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ESRCH) | Some(libc::EINVAL) => Ok(None),
+            Some(libc::ENOSYS) | Some(libc::EMFILE) | Some(libc::ENFILE) => Ok(Some(None)),
+            _ => Err(Error::Process { pid, err: e }),
+        },
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: a stop holds one pidfd per process of
+/// the service, and a big service must not make pm-stop run out.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// `now + d`, saturating far in the future instead of overflowing.
+pub fn deadline(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
+/// Does the environment of `pid` hold the exact entry `KEY=VALUE`? False when it cannot be
+/// read (another user's process without privilege, a process that rewrote its memory).
+pub fn has_env(pid: i32, entry: &str) -> bool {
+    use std::io::Read;
+    let Ok(f) = fs::File::open(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let mut buf = Vec::new();
+    if f.take(1 << 20).read_to_end(&mut buf).is_err() {
+        return false;
+    }
+    buf.split(|b| *b == 0).any(|kv| kv == entry.as_bytes())
 }
 
 /// Waits until every handle has exited or `deadline` passes; true when all are gone.
@@ -502,18 +565,56 @@ mod tests {
         let child = sleeper();
         let pid = child.0.id() as i32;
         assert!(matches!(
-            check(pid, &Expect::WrittenBy(before)).unwrap(),
+            check(
+                pid,
+                &Expect::WrittenBy {
+                    mtime: before,
+                    owner: None
+                }
+            )
+            .unwrap(),
             Verdict::Reused(_)
         ));
         std::thread::sleep(Duration::from_millis(30));
-        assert!(check(pid, &Expect::WrittenBy(SystemTime::now()))
-            .unwrap()
-            .is_ours());
+        assert!(check(
+            pid,
+            &Expect::WrittenBy {
+                mtime: SystemTime::now(),
+                owner: None
+            }
+        )
+        .unwrap()
+        .is_ours());
+    }
+
+    #[test]
+    fn pidfile_owned_by_another_user_cannot_name_our_process() {
+        let child = sleeper();
+        let pid = child.0.id() as i32;
+        let me = nix::unistd::geteuid().as_raw();
+        let other = if me == 0 { 65534 } else { me + 1 };
+        let now = SystemTime::now() + Duration::from_secs(1);
+        let by = |owner| Expect::WrittenBy {
+            mtime: now,
+            owner: Some(owner),
+        };
+        assert!(check(pid, &by(me)).unwrap().is_ours());
+        assert!(
+            check(pid, &by(0)).unwrap().is_ours(),
+            "root's PID files are trusted"
+        );
+        assert!(matches!(
+            check(pid, &by(other)).unwrap(),
+            Verdict::Reused(_)
+        ));
     }
 
     #[test]
     fn pid_one_and_self_are_protected() {
-        let any = Expect::WrittenBy(SystemTime::now());
+        let any = Expect::WrittenBy {
+            mtime: SystemTime::now(),
+            owner: None,
+        };
         assert_eq!(check(1, &any).unwrap(), Verdict::Protected);
         assert_eq!(check(0, &any).unwrap(), Verdict::Protected);
         assert_eq!(check(-5, &any).unwrap(), Verdict::Protected);
@@ -542,7 +643,14 @@ mod tests {
             Instant::now() + Duration::from_secs(10)
         ));
         assert!(!is_alive(pid));
-        let v = check(pid, &Expect::WrittenBy(SystemTime::now())).unwrap();
+        let v = check(
+            pid,
+            &Expect::WrittenBy {
+                mtime: SystemTime::now(),
+                owner: None,
+            },
+        )
+        .unwrap();
         assert_eq!(v, Verdict::Gone);
         child.wait().unwrap();
     }

@@ -114,15 +114,20 @@ impl PidfileBaseline {
 }
 
 /// Reads a PID file written since `baseline` and naming a live process that started
-/// no later than the write. `None` until then.
-pub fn fresh_pid(path: &Path, baseline: &PidfileBaseline) -> Option<(i32, Expect)> {
+/// no later than the write and no earlier than `born_after` (the launcher's start time:
+/// the daemon is its descendant). `None` until then.
+pub fn fresh_pid(
+    path: &Path,
+    baseline: &PidfileBaseline,
+    born_after: u64,
+) -> Option<(i32, Expect)> {
     if PidfileBaseline::take(path) == *baseline {
         return None;
     }
     let pf = pidfile::read(path).ok()??;
-    let expect = Expect::WrittenBy(pf.mtime);
+    let expect = pf.expect();
     match process::check(pf.pid, &expect) {
-        Ok(Verdict::Ours(_)) => Some((pf.pid, expect)),
+        Ok(Verdict::Ours(s)) if s.start_time >= born_after => Some((pf.pid, expect)),
         _ => None,
     }
 }
@@ -429,15 +434,18 @@ mod tests {
         pidfile::write(&p, child.id() as i32).unwrap();
         let base = PidfileBaseline::take(&p);
         assert!(
-            fresh_pid(&p, &base).is_none(),
+            fresh_pid(&p, &base, 0).is_none(),
             "unchanged file counted as fresh"
         );
         std::thread::sleep(Duration::from_millis(20));
         pidfile::write(&p, child.id() as i32).unwrap();
         assert_eq!(
-            fresh_pid(&p, &base).map(|(pid, _)| pid),
+            fresh_pid(&p, &base, 0).map(|(pid, _)| pid),
             Some(child.id() as i32)
         );
+        // A process older than the launcher cannot be its daemon.
+        let st = process::Stat::read(child.id() as i32).unwrap().unwrap();
+        assert!(fresh_pid(&p, &base, st.start_time + 1).is_none());
         child.kill().unwrap();
         child.wait().unwrap();
     }

@@ -64,6 +64,9 @@ pub struct Inspection {
     pub note: Option<String>,
     /// The PID file names a process that is gone or is not ours.
     pub stale_pidfile: bool,
+    /// The PID file exists but is not a PID file pm can read (junk, too large, not a
+    /// regular file): reported, never removed.
+    pub pidfile_error: Option<Error>,
     /// A record that exists but cannot be read.
     pub error: Option<Error>,
 }
@@ -81,7 +84,7 @@ impl Inspection {
 fn candidates(record: &Record, pidfile: Option<&pidfile::PidFile>) -> Vec<(i32, Expect)> {
     let mut out = Vec::new();
     if let Some(pf) = pidfile {
-        out.push((pf.pid, Expect::WrittenBy(pf.mtime)));
+        out.push((pf.pid, pf.expect()));
     }
     if let (Some(pid), Some(st), Some(boot)) = (record.pid, record.start_time, &record.boot_id) {
         out.push((
@@ -106,6 +109,7 @@ pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection
         live: None,
         note: None,
         stale_pidfile: false,
+        pidfile_error: None,
         error: None,
     };
     let record = match sd.read_record(name) {
@@ -139,8 +143,8 @@ pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection
         (Some(p), true) => match pidfile::read(p) {
             Ok(pf) => pf,
             Err(e) => {
-                out.stale_pidfile = true;
                 out.note = Some(e.to_string());
+                out.pidfile_error = Some(e);
                 None
             }
         },
@@ -148,11 +152,12 @@ pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection
     };
 
     let Some(record) = record else {
-        match pf {
-            Some(pf) => match process::check(pf.pid, &Expect::WrittenBy(pf.mtime)) {
+        // Without a PID file (or with one that is not a PID file) nothing is known.
+        if let Some(pf) = pf {
+            match process::check(pf.pid, &pf.expect()) {
                 Ok(Verdict::Ours(stat)) => {
                     out.state = State::Running;
-                    out.live = Some((stat, Expect::WrittenBy(pf.mtime)));
+                    out.live = Some((stat, pf.expect()));
                 }
                 Ok(v) => {
                     out.state = State::Dead;
@@ -163,22 +168,28 @@ pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection
                     out.state = State::Unknown;
                     out.note = Some(e.to_string());
                 }
-            },
-            None if out.stale_pidfile => out.state = State::Dead,
-            None => {}
+            }
         }
         return out;
     };
 
+    // A process the service's PID file names is the service's only if it is not older than
+    // the process pm started (a daemon is that process's descendant).
+    let this_boot = record.boot_id.as_deref() == process::boot_id().ok().as_deref();
+    let born_after = record.start_time.filter(|_| this_boot).unwrap_or(0);
     let mut last_verdict = None;
     for (pid, expect) in candidates(&record, pf.as_ref()) {
-        match process::check(pid, &expect) {
+        let verdict = match process::check(pid, &expect) {
+            Ok(Verdict::Ours(stat)) if stat.start_time < born_after => Ok(Verdict::Reused(stat)),
+            v => v,
+        };
+        match verdict {
             Ok(Verdict::Ours(stat)) => {
                 out.live = Some((stat, expect));
                 break;
             }
             Ok(v) => {
-                if matches!(expect, Expect::WrittenBy(_)) {
+                if matches!(expect, Expect::WrittenBy { .. }) {
                     out.stale_pidfile = true;
                 }
                 last_verdict.get_or_insert((pid, v));

@@ -32,6 +32,8 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 /// What to stop and how.
 #[derive(Debug)]
 pub struct Plan {
+    /// The service's NAME (its processes carry `PM_NAME=NAME`).
+    pub name: String,
     /// The verified leader, if it is still alive and ours.
     pub leader: Option<Handle>,
     /// Recorded process group and session of the service (usually both = leader PID).
@@ -162,6 +164,13 @@ impl Targets {
         (0..self.handles.len()).collect()
     }
 
+    /// Indices of the targets still running.
+    fn live(&self) -> Vec<usize> {
+        (0..self.handles.len())
+            .filter(|&i| !self.handles[i].is_gone())
+            .collect()
+    }
+
     fn alive(&self) -> Vec<i32> {
         self.handles
             .iter()
@@ -179,43 +188,73 @@ impl Targets {
 /// A process group or session id is ours to use only while no *other* live process holds
 /// that PID (Linux does not reuse a PID while it is a live group's or session's id, so
 /// if the id's PID is free, the members are the remains of our group).
-fn usable_id(id: Option<i32>, leader: Option<&Handle>, stats: &[Stat]) -> Option<i32> {
+fn usable_id(id: Option<i32>, stats: &[Stat]) -> Option<i32> {
     let id = id.filter(|&g| g > 1)?;
-    match leader {
-        Some(l) if l.pid == id => Some(id),
-        _ => {
-            if stats.iter().any(|s| s.pid == id) {
-                None
-            } else {
-                Some(id)
-            }
-        }
+    (!stats.iter().any(|s| s.pid == id)).then_some(id)
+}
+
+/// Who may be treated as part of the service.
+struct Scope {
+    /// Nothing born before the service's leader belongs to it.
+    born_after: u64,
+    /// Set when the leader was already gone: a recorded group or session id may then
+    /// have been reused after the whole service died, so only processes that carry the
+    /// service's `PM_NAME=NAME` (pm-start puts it in the environment, children inherit
+    /// it) are adopted.
+    marker: Option<String>,
+}
+
+impl Scope {
+    fn admits(&self, s: &Stat) -> bool {
+        s.start_time >= self.born_after
+            && !process::is_protected(s.pid)
+            && self
+                .marker
+                .as_deref()
+                .is_none_or(|m| process::has_env(s.pid, m))
     }
 }
 
 /// Runs the plan. Returns only when everything is gone, or when it is certain that
 /// something cannot be stopped.
-pub fn stop(plan: Plan) -> Result<Outcome> {
+pub fn stop(mut plan: Plan) -> Result<Outcome> {
+    process::raise_fd_limit();
+    let leader = plan.leader.take();
     let boot = process::boot_id()?;
     let started = Instant::now();
-    let leader = plan.leader;
     let stats = process::scan();
-    // The leader's own group, if it still leads one; else the recorded one if orphaned.
     let leader_stat = leader
         .as_ref()
         .and_then(|l| stats.iter().find(|s| s.pid == l.pid).cloned());
+    let scope = Scope {
+        born_after: plan.born_after,
+        marker: leader_stat
+            .is_none()
+            .then(|| format!("PM_NAME={}", plan.name)),
+    };
+    // With the leader alive: its own group/session, or the recorded ones it still is in
+    // (a daemon tracked through its PID file may sit in its launcher's). With the leader
+    // gone: the recorded ones, unless their id now belongs to another process.
     let (pgid, sid) = match &leader_stat {
         Some(s) => (
-            (s.pgrp == s.pid).then_some(s.pid),
-            (s.session == s.pid).then_some(s.pid),
+            (s.pgrp > 1 && (s.pgrp == s.pid || plan.pgid == Some(s.pgrp))).then_some(s.pgrp),
+            (s.session > 1 && (s.session == s.pid || plan.sid == Some(s.session)))
+                .then_some(s.session),
         ),
-        None => (
-            usable_id(plan.pgid, None, &stats),
-            usable_id(plan.sid, None, &stats),
-        ),
+        None => (usable_id(plan.pgid, &stats), usable_id(plan.sid, &stats)),
     };
+    // killpg only a group proven ours by its live leader, and never our own group (a
+    // service's script may run pm-stopall): members are then signalled one by one.
+    let own_pgrp = stats
+        .iter()
+        .find(|s| s.pid == std::process::id() as i32)
+        .map(|s| s.pgrp);
+    let kill_group = pgid.filter(|g| leader_stat.is_some() && own_pgrp != Some(*g));
     let leader_pid = leader.as_ref().map_or(0, |l| l.pid);
-    let snapshot = process::members(&stats, leader_pid, pgid, sid, plan.born_after);
+    let snapshot: Vec<Stat> = process::members(&stats, leader_pid, pgid, sid, plan.born_after)
+        .into_iter()
+        .filter(|s| scope.admits(s))
+        .collect();
 
     let mut group = Targets::new();
     if let Some(l) = leader {
@@ -234,151 +273,61 @@ pub fn stop(plan: Plan) -> Result<Outcome> {
         return Ok(Outcome::AlreadyGone);
     }
 
-    let failed = |escalated: bool, left: Vec<i32>, reason: String| Outcome::Failed {
-        signal: plan.signal,
-        escalated,
-        elapsed: started.elapsed(),
-        left,
-        reason,
-    };
-    let send = |t: &Targets, which: &[usize], group_id: Option<i32>, sig: Signal| -> Result<()> {
-        // Whoever was in the group both before and after killpg got the signal from it:
-        // sending it again would deliver it twice, and to many services a second TERM or
-        // INT means "give up on the graceful shutdown".
-        let mut direct = which.to_vec();
-        if let Some(g) = group_id {
-            let before = t.in_group(which, g);
-            match killpg(Pid::from_raw(g), sig) {
-                Ok(()) => {
-                    let after = t.in_group(which, g);
-                    direct.retain(|i| !(before.contains(i) && after.contains(i)));
-                }
-                Err(Errno::ESRCH) => {}
-                Err(e) => {
-                    return Err(Error::Process {
-                        pid: g,
-                        err: errno(e),
-                    })
-                }
-            }
-        }
-        t.signal(&direct, sig)?;
-        if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
-            if let Some(g) = group_id {
-                let _ = killpg(Pid::from_raw(g), Signal::SIGCONT);
-            }
-            t.signal(which, Signal::SIGCONT)?;
-        }
-        Ok(())
-    };
-
     // Phase 1: the leader and its group.
     let mut escalated = false;
-    if !group.handles.is_empty() || pgid.is_some() {
-        let deadline = started + plan.timeout;
-        if let Err(e) = send(&group, &group.all(), pgid, plan.signal) {
-            return Ok(failed(false, group.alive(), e.to_string()));
-        }
-        if !wait_group(
+    if !group.handles.is_empty() {
+        let all = group.all();
+        let ids = Ids { kill_group, pgid };
+        if let Some(o) = phase(
             &mut group,
-            pgid,
-            plan.born_after,
+            &all,
+            ids,
+            &scope,
             &boot,
-            plan.signal,
-            deadline,
+            &plan,
+            started,
+            &mut escalated,
         )? {
-            if !plan.kill {
-                return Ok(failed(
-                    false,
-                    group.alive(),
-                    "still running after the timeout (--no-kill)".into(),
-                ));
-            }
-            escalated = true;
-            if let Err(e) = send(&group, &group.all(), pgid, Signal::SIGKILL) {
-                return Ok(failed(true, group.alive(), e.to_string()));
-            }
-            let kill_deadline = Instant::now() + KILL_WAIT;
-            if !wait_group(
-                &mut group,
-                pgid,
-                plan.born_after,
-                &boot,
-                Signal::SIGKILL,
-                kill_deadline,
-            )? {
-                return Ok(failed(
-                    true,
-                    group.alive(),
-                    "still running after SIGKILL".into(),
-                ));
-            }
+            return Ok(o);
         }
     }
 
     // Phase 2: the sweep. Whatever of the snapshot, the session, or their children is left.
     let stats = process::scan();
     // The leader is gone now, so a live process holding the session id is somebody else.
-    let sid_now = usable_id(sid, None, &stats);
-    let mut roots: Vec<i32> = rest.alive();
-    roots.sort_unstable();
+    let sid_now = usable_id(sid, &stats);
     let mut extra: Vec<Stat> = Vec::new();
-    for r in &roots {
-        extra.extend(process::members(&stats, *r, None, None, plan.born_after));
+    for r in rest.alive() {
+        extra.extend(process::members(&stats, r, None, None, plan.born_after));
     }
-    if let Some(s) = sid_now {
-        extra.extend(
-            stats
-                .iter()
-                .filter(|p| {
-                    p.session == s
-                        && p.start_time >= plan.born_after
-                        && !process::is_protected(p.pid)
-                })
-                .cloned(),
-        );
-    }
-    if let Some(g) = pgid {
-        extra.extend(
-            stats
-                .iter()
-                .filter(|p| {
-                    p.pgrp == g && p.start_time >= plan.born_after && !process::is_protected(p.pid)
-                })
-                .cloned(),
-        );
-    }
+    extra.extend(
+        stats
+            .iter()
+            .filter(|p| {
+                (sid_now.is_some_and(|s| p.session == s) || pgid.is_some_and(|g| p.pgrp == g))
+                    && scope.admits(p)
+            })
+            .cloned(),
+    );
     rest.add(&extra, &boot)?;
-    let live: Vec<usize> = (0..rest.handles.len())
-        .filter(|&i| !rest.handles[i].is_gone())
-        .collect();
+    let live = rest.live();
     let swept = live.len();
     if swept > 0 {
-        if let Err(e) = send(&rest, &live, None, plan.signal) {
-            return Ok(failed(escalated, rest.alive(), e.to_string()));
-        }
-        if !rest.wait(Instant::now() + plan.timeout) {
-            if !plan.kill {
-                return Ok(failed(
-                    escalated,
-                    rest.alive(),
-                    "still running after the timeout (--no-kill)".into(),
-                ));
-            }
-            escalated = true;
-            let live: Vec<usize> = (0..rest.handles.len())
-                .filter(|&i| !rest.handles[i].is_gone())
-                .collect();
-            if let Err(e) = send(&rest, &live, None, Signal::SIGKILL) {
-                return Ok(failed(true, rest.alive(), e.to_string()));
-            }
-            if !rest.wait(Instant::now() + KILL_WAIT) {
-                return Ok(failed(
-                    true,
-                    rest.alive(),
-                    "still running after SIGKILL".into(),
-                ));
-            }
+        let ids = Ids {
+            kill_group: None,
+            pgid: None,
+        };
+        if let Some(o) = phase(
+            &mut rest,
+            &live,
+            ids,
+            &scope,
+            &boot,
+            &plan,
+            started,
+            &mut escalated,
+        )? {
+            return Ok(o);
         }
     }
     Ok(Outcome::Stopped {
@@ -389,12 +338,96 @@ pub fn stop(plan: Plan) -> Result<Outcome> {
     })
 }
 
-/// Waits until every known group member is gone, then re-reads the group once; members
+/// The group a phase signals with killpg (if any) and the one it watches for members
+/// forked meanwhile.
+#[derive(Clone, Copy)]
+struct Ids {
+    kill_group: Option<i32>,
+    pgid: Option<i32>,
+}
+
+/// One round of graceful-then-certain: the stop signal to `which` (and their group), wait
+/// up to the timeout, SIGKILL, wait again. `Some(outcome)` when something is left.
+#[allow(clippy::too_many_arguments)]
+fn phase(
+    t: &mut Targets,
+    which: &[usize],
+    ids: Ids,
+    scope: &Scope,
+    boot: &str,
+    plan: &Plan,
+    started: Instant,
+    escalated: &mut bool,
+) -> Result<Option<Outcome>> {
+    let fail = |t: &Targets, escalated: bool, reason: String| Outcome::Failed {
+        signal: plan.signal,
+        escalated,
+        elapsed: started.elapsed(),
+        left: t.alive(),
+        reason,
+    };
+    if let Err(e) = send(t, which, ids.kill_group, plan.signal) {
+        return Ok(Some(fail(t, *escalated, e.to_string())));
+    }
+    let deadline = process::deadline(plan.timeout);
+    if wait_group(t, ids.pgid, scope, boot, plan.signal, deadline)? {
+        return Ok(None);
+    }
+    if !plan.kill {
+        let reason = "still running after the timeout (--no-kill)".to_string();
+        return Ok(Some(fail(t, *escalated, reason)));
+    }
+    *escalated = true;
+    let live = t.live();
+    if let Err(e) = send(t, &live, ids.kill_group, Signal::SIGKILL) {
+        return Ok(Some(fail(t, true, e.to_string())));
+    }
+    let deadline = process::deadline(KILL_WAIT);
+    if wait_group(t, ids.pgid, scope, boot, Signal::SIGKILL, deadline)? {
+        return Ok(None);
+    }
+    Ok(Some(fail(t, true, "still running after SIGKILL".into())))
+}
+
+/// Sends `sig` to the processes `which` and to group `kill_group`, then SIGCONT so a
+/// stopped process can act on it.
+fn send(t: &Targets, which: &[usize], kill_group: Option<i32>, sig: Signal) -> Result<()> {
+    // Whoever was in the group both before and after killpg got the signal from it:
+    // sending it again would deliver it twice, and to many services a second TERM or
+    // INT means "give up on the graceful shutdown".
+    let mut direct = which.to_vec();
+    if let Some(g) = kill_group {
+        let before = t.in_group(which, g);
+        match killpg(Pid::from_raw(g), sig) {
+            Ok(()) => {
+                let after = t.in_group(which, g);
+                direct.retain(|i| !(before.contains(i) && after.contains(i)));
+            }
+            Err(Errno::ESRCH) => {}
+            Err(e) => {
+                return Err(Error::Process {
+                    pid: g,
+                    err: errno(e),
+                })
+            }
+        }
+    }
+    t.signal(&direct, sig)?;
+    if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
+        if let Some(g) = kill_group {
+            let _ = killpg(Pid::from_raw(g), Signal::SIGCONT);
+        }
+        t.signal(which, Signal::SIGCONT)?;
+    }
+    Ok(())
+}
+
+/// Waits until every known target is gone, then re-reads group `pgid` once; members
 /// forked meanwhile are signalled and waited for too. False on timeout.
 fn wait_group(
     group: &mut Targets,
     pgid: Option<i32>,
-    born_after: u64,
+    scope: &Scope,
     boot: &str,
     sig: Signal,
     deadline: Instant,
@@ -410,7 +443,7 @@ fn wait_group(
         }
         let late: Vec<Stat> = process::scan()
             .into_iter()
-            .filter(|s| s.pgrp == g && s.start_time >= born_after && !process::is_protected(s.pid))
+            .filter(|s| s.pgrp == g && scope.admits(s))
             .collect();
         if late.is_empty() {
             return Ok(true);
@@ -443,6 +476,9 @@ pub struct Options {
     pub no_kill: bool,
     /// `--pidfile` / `PM_PIDFILE`, for names without a record.
     pub pidfile_template: Option<String>,
+    /// Only stop what is left of the service (pm-stopall on a dead one): when nothing is
+    /// running, leave the record and PID file as they are.
+    pub leftovers_only: bool,
 }
 
 impl Options {
@@ -454,6 +490,7 @@ impl Options {
             timeout: timeout.map(crate::duration::parse).transpose()?,
             no_kill,
             pidfile_template: None,
+            leftovers_only: false,
         })
     }
 }
@@ -537,6 +574,10 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
         return Err(e);
     }
     if ins.state == State::Unknown {
+        // A file that is not a PID file is the user's to look at, not ours to delete.
+        if let Some(e) = ins.pidfile_error {
+            return Err(e);
+        }
         return Ok(Report::Unknown);
     }
     let record = ins.record.as_ref();
@@ -569,6 +610,7 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
     };
     let stopped_pid = leader.as_ref().map(|h| h.pid);
     let outcome = stop(Plan {
+        name: name.to_string(),
         leader,
         pgid,
         sid,
@@ -578,6 +620,9 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
         kill: !opts.no_kill,
     })?;
 
+    if opts.leftovers_only && outcome == Outcome::AlreadyGone {
+        return Ok(Report::NotRunning { note: None });
+    }
     // PID files: remove ours if it names what we stopped, and any stale one.
     let mut note = ins.note.clone().filter(|_| ins.state == State::Dead);
     if let Some(pf) = &ins.pidfile {
@@ -589,9 +634,8 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
             if !removed && ins.stale_pidfile {
                 // Re-check under the lock: still not naming a live process of ours.
                 let still_stale = match pidfile::read(pf) {
-                    Ok(Some(p)) => !process::check(p.pid, &Expect::WrittenBy(p.mtime))?.is_ours(),
-                    Ok(None) => false,
-                    Err(_) => true,
+                    Ok(Some(p)) => !process::check(p.pid, &p.expect())?.is_ours(),
+                    Ok(None) | Err(_) => false,
                 };
                 if still_stale && pidfile::remove(pf)? {
                     let why = note.take().unwrap_or_else(|| "stale".into());
@@ -642,7 +686,7 @@ mod tests {
         let s = spawn(&SpawnSpec {
             argv: &argv,
             cwd: dir.path(),
-            env: &[],
+            env: &[("PM_NAME".to_string(), "unit".to_string())],
             log: &dir.path().join("log"),
             user: None,
         })
@@ -679,6 +723,7 @@ mod tests {
         .unwrap()
         .ok();
         Plan {
+            name: "unit".into(),
             leader,
             pgid: Some(pid),
             sid: Some(pid),
@@ -796,6 +841,25 @@ mod tests {
         p.leader = None;
         let out = stop(p).unwrap();
         assert!(matches!(out, Outcome::Stopped { .. }), "{out:?}");
+        assert!(gone(kid));
+    }
+
+    #[test]
+    fn orphans_without_the_services_name_are_never_adopted() {
+        // With the leader gone, a recorded group id may have been reused by somebody
+        // else's group: only processes carrying PM_NAME=<name> are taken as ours.
+        let mut svc = start("sleep 100 & echo $!; exit 0");
+        let kid: i32 = wait_lines(&svc, 1)[0].parse().unwrap();
+        let _ = svc.s.child.wait();
+        let mut p = plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true);
+        p.name = "somebody-else".into();
+        assert_eq!(stop(p).unwrap(), Outcome::AlreadyGone);
+        assert!(
+            process::is_alive(kid),
+            "a process without our name was signalled"
+        );
+        let p = plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true);
+        assert!(matches!(stop(p).unwrap(), Outcome::Stopped { .. }));
         assert!(gone(kid));
     }
 

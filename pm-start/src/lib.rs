@@ -261,9 +261,10 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
     if let Some(t) = &cli.pidfile {
         pm_core::name::check_template(t)?;
     }
-    let interrupts = interrupt_fd()?;
     let sd = StateDir::resolve(cli.state_dir.as_deref(), true)?;
     let lock = sd.lock(&name)?;
+    // Blocked only now: while waiting for the lock, Ctrl-C simply ends pm-start.
+    let interrupts = interrupt_fd()?;
     let prior = sd.read_record(&name)?;
     let spec = Spec::build(&cli, name.clone(), &sd, prior.as_ref())?;
     let creds = spec.user.as_deref().map(Credentials::resolve).transpose()?;
@@ -324,6 +325,18 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         ));
     }
 
+    if let Ok(Some(info)) = interrupts.read_signal() {
+        say(
+            TOOL,
+            name.as_str(),
+            "interrupted before starting; nothing was started",
+        );
+        return Ok(ExitCode::from(128u8.saturating_add(info.ssi_signo as u8)));
+    }
+    // Daemons that double-fork then reparent to pm-start rather than to init, so a failed
+    // start can still find (and stop) them by parent PID.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+
     let mut rec = spec.record(prior.as_ref());
     rec.started_at = Some(record::now_rfc3339());
     let spawned = spawn::spawn(&SpawnSpec {
@@ -347,21 +360,11 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
             return Ok(Code::Failure.into());
         }
     };
-    let me = Stat::read(std::process::id() as i32)?;
-    rec.phase = Phase::Starting;
-    rec.pid = Some(spawned.pid());
-    rec.pgid = Some(spawned.pid());
-    rec.sid = Some(spawned.pid());
-    rec.start_time = Some(spawned.handle.start_time);
-    rec.boot_id = Some(process::boot_id()?);
-    rec.starter = me.map(|m| Starter {
-        pid: m.pid,
-        start_time: m.start_time,
-    });
-    if spec.pidfile_by == PidfileBy::Pm {
-        pm_core::pidfile::write(&spec.pidfile, spawned.pid())?;
+    if let Err(e) = record_spawn(&sd, &spec, &mut rec, &spawned) {
+        // Never leave a service running that no record knows about.
+        let _ = cleanup(&rec, Tracked::Child(spawned), &spec);
+        return Err(e);
     }
-    sd.write_record(&rec)?;
     // Not held while waiting: pm-stop must be able to stop a service that is starting.
     drop(lock);
 
@@ -377,11 +380,38 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         cwd: &spec.cwd,
         grace,
         ready_timeout: spec.ready_timeout,
+        born_after: rec.start_time.unwrap_or(0),
     };
     let end = waiter.run();
     let tracked = waiter.tracked;
     drop(notify);
     finish(&sd, &spec, rec, tracked, end, log_from, cli.print_pid)
+}
+
+/// Writes the record (and pm's PID file) for a process just spawned: phase `starting`,
+/// with this pm-start as the starter, so pm-status says `starting` and pm-stop can act.
+fn record_spawn(
+    sd: &StateDir,
+    spec: &Spec,
+    rec: &mut Record,
+    spawned: &spawn::Spawned,
+) -> Result<()> {
+    let me = Stat::read(std::process::id() as i32)?;
+    rec.phase = Phase::Starting;
+    rec.pid = Some(spawned.pid());
+    rec.pgid = Some(spawned.pid());
+    rec.sid = Some(spawned.pid());
+    rec.start_time = Some(spawned.handle.start_time);
+    rec.boot_id = Some(process::boot_id()?);
+    rec.starter = me.map(|m| Starter {
+        pid: m.pid,
+        start_time: m.start_time,
+    });
+    if spec.pidfile_by == PidfileBy::Pm {
+        pm_core::pidfile::write(&spec.pidfile, spawned.pid())?;
+    }
+    sd.write_record(rec)?;
+    Ok(())
 }
 
 /// Records and reports how the wait ended; cleans up after a failed start.
@@ -443,20 +473,31 @@ fn finish(
             });
             (reason, 1u8)
         }
-        WaitEnd::Interrupted(sig) => (
-            format!("interrupted by SIG{}", signal::name(sig)),
-            128 + sig as u8,
-        ),
+        WaitEnd::Interrupted(sig) => {
+            let reason = format!("interrupted by SIG{}", signal::name(sig));
+            rec.failure = Some(Failure {
+                at: record::now_rfc3339(),
+                reason: reason.clone(),
+                exit_code: None,
+                signal: Some(signal::name(sig).to_string()),
+            });
+            (reason, 128 + sig as u8)
+        }
     };
 
     // Stop whatever this start left running: graceful, then kill.
     let outcome = cleanup(&rec, tracked, spec)?;
     let _lock = sd.lock(&spec.name)?;
     let now = sd.read_record(&spec.name).ok().flatten();
-    let stopped_by_other = now
-        .as_ref()
-        .is_some_and(|r| r.phase == Phase::Stopped && r.started_at == rec.started_at);
-    if stopped_by_other {
+    let still_ours = now.as_ref().is_some_and(|r| r.started_at == rec.started_at);
+    if !still_ours {
+        // Another start has recorded a newer run meanwhile: its record stays.
+        say(
+            TOOL,
+            name,
+            format!("failed to start: {reason} (a newer start is recorded)"),
+        );
+    } else if now.as_ref().is_some_and(|r| r.phase == Phase::Stopped) {
         say(TOOL, name, "was stopped while starting");
     } else {
         rec.phase = Phase::Failed;
@@ -484,28 +525,54 @@ fn finish(
 
 /// Stops what a failed start leaves behind; returns what happened for the record.
 fn cleanup(rec: &Record, tracked: Tracked, spec: &Spec) -> Result<Option<LastStop>> {
-    let (leader, born_after) = match tracked {
-        Tracked::Child(mut c) => {
-            let _ = c.child.try_wait();
+    // Our own child is not reaped until the end: as a zombie it keeps its PID, and so its
+    // group and session ids, from being reused while we stop what is left of them.
+    let (leader, born_after, mut child) = match tracked {
+        Tracked::Child(c) => {
             let st = c.handle.start_time;
-            (Some(c.handle), st)
+            (Some(c.handle), st, Some(c.child))
         }
         Tracked::Other(h) => {
             let st = rec.start_time.unwrap_or(h.start_time).min(h.start_time);
-            (Some(h), st)
+            (Some(h), st, None)
         }
-        Tracked::None => (None, rec.start_time.unwrap_or(0)),
+        Tracked::None => (None, rec.start_time.unwrap_or(0), None),
     };
-    let leader = leader.filter(|h| !h.is_gone());
-    let outcome = stop::stop(stop::Plan {
-        leader,
-        pgid: rec.pgid,
-        sid: rec.sid,
+    let plan = |leader: Option<process::Handle>, pgid, sid| stop::Plan {
+        name: spec.name.to_string(),
+        leader: leader.filter(|h| !h.is_gone()),
+        pgid,
+        sid,
         born_after,
         signal: spec.stop_signal,
         timeout: spec.stop_timeout,
         kill: true,
-    })?;
+    };
+    let mut outcome = stop::stop(plan(leader, rec.pgid, rec.sid))?;
+    // Daemons that forked away from the service reparented to us (we are a subreaper).
+    let me = std::process::id() as i32;
+    let boot = process::boot_id()?;
+    for s in process::scan() {
+        if s.ppid != me
+            || s.start_time < born_after
+            || child.as_ref().is_some_and(|c| c.id() as i32 == s.pid)
+        {
+            continue;
+        }
+        let expect = process::Expect::StartTime {
+            start_time: s.start_time,
+            boot_id: boot.clone(),
+        };
+        if let Ok(h) = process::Handle::open(s.pid, &expect)? {
+            let o = stop::stop(plan(Some(h), None, None))?;
+            if !o.is_success() || outcome == stop::Outcome::AlreadyGone {
+                outcome = o;
+            }
+        }
+    }
+    if let Some(c) = child.as_mut() {
+        let _ = c.try_wait();
+    }
     Ok(match outcome {
         stop::Outcome::AlreadyGone => None,
         o => Some(o.last_stop(TOOL)),

@@ -63,6 +63,8 @@ pub struct Waiter<'a> {
     pub cwd: &'a Path,
     pub grace: Duration,
     pub ready_timeout: Duration,
+    /// Start time of the launched process: a daemon or MAINPID must not be older.
+    pub born_after: u64,
 }
 
 fn failed(reason: String) -> WaitEnd {
@@ -75,9 +77,8 @@ fn failed(reason: String) -> WaitEnd {
 
 impl Waiter<'_> {
     pub fn run(&mut self) -> WaitEnd {
-        let start = Instant::now();
-        let grace_end = start + self.grace;
-        let deadline = (start + self.ready_timeout).max(grace_end);
+        let grace_end = process::deadline(self.grace);
+        let deadline = process::deadline(self.ready_timeout).max(grace_end);
         let mut passed = vec![false; self.checks.len()];
         let mut backoff = Duration::from_millis(1);
         loop {
@@ -175,7 +176,7 @@ impl Waiter<'_> {
         if self.pidfile_by == PidfileBy::Pm || !matches!(self.tracked, Tracked::Child(_)) {
             return Some(ready(h));
         }
-        let (pid, expect) = ready::fresh_pid(self.pidfile, &self.baseline)?;
+        let (pid, expect) = ready::fresh_pid(self.pidfile, &self.baseline, self.born_after)?;
         if pid == h.pid {
             return Some(ready(h));
         }
@@ -191,11 +192,18 @@ impl Waiter<'_> {
         n.drain();
         let main = n.main_pid.take()?;
         if self.tracked.handle().map(|h| h.pid) != Some(main) {
-            match Handle::open(
-                main,
-                &process::Expect::WrittenBy(std::time::SystemTime::now()),
-            ) {
-                Ok(Ok(h)) => self.tracked = Tracked::Other(h),
+            let now = process::Expect::WrittenBy {
+                mtime: std::time::SystemTime::now(),
+                owner: None,
+            };
+            // Only the launched process or one it started can be the service's main process.
+            match Handle::open(main, &now) {
+                Ok(Ok(h)) if h.start_time >= self.born_after => self.tracked = Tracked::Other(h),
+                Ok(Ok(_)) => {
+                    return Some(failed(format!(
+                        "MAINPID={main} names a process older than the service"
+                    )))
+                }
                 _ => return Some(failed(format!("MAINPID={main} is not a live process"))),
             }
         }
@@ -244,7 +252,9 @@ impl Waiter<'_> {
             }
             Tracked::Other(h) => h.is_gone().then(|| failed(format!("pid {} exited", h.pid))),
             Tracked::None => {
-                if let Some((pid, expect)) = ready::fresh_pid(self.pidfile, &self.baseline) {
+                if let Some((pid, expect)) =
+                    ready::fresh_pid(self.pidfile, &self.baseline, self.born_after)
+                {
                     if let Ok(Ok(h)) = Handle::open(pid, &expect) {
                         self.tracked = Tracked::Other(h);
                     }
@@ -258,7 +268,9 @@ impl Waiter<'_> {
         match c {
             Check::Pidfile => match self.pidfile_by {
                 PidfileBy::Pm => true,
-                PidfileBy::Service => ready::fresh_pid(self.pidfile, &self.baseline).is_some(),
+                PidfileBy::Service => {
+                    ready::fresh_pid(self.pidfile, &self.baseline, self.born_after).is_some()
+                }
             },
             Check::Tcp(t) => ready::tcp_accepts(t, Duration::from_millis(100)),
             Check::Unix(p) => ready::unix_accepts(p),

@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Parser;
 use pm_core::report::say;
 use pm_core::status::{inspect, State};
-use pm_core::stop::{stop_name, Options};
+use pm_core::stop::{stop_name, Options, Report};
 use pm_core::{Code, Name, StateDir};
 
 const TOOL: &str = "pm-stopall";
@@ -52,20 +52,22 @@ pub struct Cli {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let opts = Options::parse(cli.signal.as_deref(), cli.timeout.as_deref(), cli.no_kill)?;
     let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
-    // Start order reversed: the newest first.
-    let queue: VecDeque<Name> = sd
-        .list()?
-        .into_iter()
-        .rev()
-        .filter(|(name, rec)| {
-            rec.is_ok()
-                && matches!(
-                    inspect(&sd, name, None).state,
-                    State::Running | State::Starting
-                )
-        })
-        .map(|(name, _)| name)
-        .collect();
+    // Start order reversed: the newest first. Dead services are visited too, for what
+    // may be left of them (workers whose leader crashed); they are reported only then.
+    let mut queue: VecDeque<(Name, bool)> = VecDeque::new();
+    let mut unreadable = false;
+    for (name, rec) in sd.list()?.into_iter().rev() {
+        if let Err(e) = rec {
+            say(TOOL, name.as_str(), &e);
+            unreadable = true;
+            continue;
+        }
+        match inspect(&sd, &name, None).state {
+            State::Running | State::Starting => queue.push_back((name, false)),
+            State::Dead => queue.push_back((name, true)),
+            _ => {}
+        }
+    }
     let workers = (cli.parallel as usize).min(queue.len()).max(1);
     let queue = Arc::new(Mutex::new(queue));
     let failed = Arc::new(Mutex::new(false));
@@ -74,8 +76,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let (queue, failed, sd, opts) = (queue.clone(), failed.clone(), &sd, &opts);
             scope.spawn(move || loop {
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some(name) = next else { break };
-                let code = match stop_name(sd, &name, opts, TOOL) {
+                let Some((name, dead)) = next else { break };
+                let opts = Options {
+                    leftovers_only: dead,
+                    ..opts.clone()
+                };
+                let code = match stop_name(sd, &name, &opts, TOOL) {
+                    Ok(Report::NotRunning { .. }) if dead => Code::Ok,
                     Ok(report) => {
                         say(TOOL, name.as_str(), report.describe());
                         report.code()
@@ -93,7 +100,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             });
         }
     });
-    let any_failed = failed.lock().map(|f| *f).unwrap_or(true);
+    let any_failed = unreadable || failed.lock().map(|f| *f).unwrap_or(true);
     Ok(if any_failed { Code::Failure } else { Code::Ok }.into())
 }
 

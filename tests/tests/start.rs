@@ -1372,3 +1372,70 @@ fn sigint_while_waiting_stops_the_service_and_exits_130() {
 fn sigterm_while_waiting_stops_the_service_and_exits_143() {
     interrupt_test(Signal::SIGTERM, 143);
 }
+
+#[test]
+fn a_late_failure_never_overwrites_a_newer_starts_record() {
+    // Start A waits for readiness; it is held still (SIGSTOP) while pm-stop stops its
+    // service and start B records a new run. When A resumes and fails, B's record stays.
+    let sb = Sandbox::new();
+    let (run_a, pid_a) = start_waiting(&sb);
+    kill(Pid::from_raw(run_a.pid()), Signal::SIGSTOP).unwrap();
+    assert_success(&sb.stop(&["svc"]), "pm-stop while A is held");
+    assert_gone(pid_a);
+    let out = sb.start("svc", &["--", "sleep", "100"]);
+    assert_success(&out, "start B");
+    let pid_b = sb.pid("svc").unwrap();
+    kill(Pid::from_raw(run_a.pid()), Signal::SIGCONT).unwrap();
+    let done = run_a.finish(Duration::from_secs(30));
+    assert!(!done.status.success(), "{}", done.describe());
+    assert_eq!(sb.pid("svc"), Some(pid_b), "A overwrote B's record");
+    assert_eq!(rec(&sb, "svc")["phase"], "running");
+    assert_eq!(sb.state_of("svc"), "running");
+    assert!(is_alive(pid_b));
+}
+
+const OLD_MAINPID_PY: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(("MAINPID=%s\nREADY=1\n" % sys.argv[1]).encode(), os.environ["NOTIFY_SOCKET"])
+import time; time.sleep(100)
+"#;
+
+#[test]
+fn mainpid_naming_an_older_unrelated_process_is_refused() {
+    if !python_ok() {
+        return;
+    }
+    let sb = Sandbox::new();
+    // An unrelated process, older than the service.
+    let mut other = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    let other_pid = other.id() as i32;
+    let out = sb.start(
+        "svc",
+        &[
+            "--ready",
+            "notify",
+            "--ready-timeout",
+            "20s",
+            "--",
+            "python3",
+            "-c",
+            OLD_MAINPID_PY,
+            &other_pid.to_string(),
+        ],
+    );
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("older than the service"),
+        "{}",
+        describe(&out)
+    );
+    assert!(is_alive(other_pid), "the unrelated process was signalled");
+    assert_ne!(sb.pid("svc"), Some(other_pid));
+    assert!(sb.processes().is_empty(), "{:?}", sb.processes());
+    other.kill().unwrap();
+    other.wait().unwrap();
+}

@@ -785,18 +785,20 @@ fn record_whose_start_time_does_not_match_is_not_signalled() {
 
 #[test]
 fn pid_file_saying_1_is_refused() {
+    // A PID file that names PID 1 is not a PID file pm understands: it is reported as
+    // invalid (exit 1), nothing is signalled, and the file is left for its owner.
     let sb = Sandbox::new();
     let pidfile = sb.path("init.pid");
     fs::write(&pidfile, "1\n").unwrap();
     age(&pidfile, 60);
     let out = pm_stop(&sb, &["--pidfile", p(&pidfile), "init"]);
-    assert_code(&out, 0);
+    assert_code(&out, 1);
     let line = line_for(&out, "pm-stop", "init");
-    assert!(line.contains("not running"), "{line}");
+    assert!(line.contains("invalid PID file"), "{line}");
     assert!(line.contains("never a service"), "{line}");
     assert!(!line.contains("stopped by"), "{line}");
     assert!(is_alive(1));
-    assert!(!pidfile.exists(), "invalid PID file kept");
+    assert!(pidfile.exists(), "a file pm cannot read was deleted");
 
     // Same through PM_PIDFILE, with a fresh file (mtime after PID 1 started).
     fs::write(&pidfile, "1\n").unwrap();
@@ -806,12 +808,29 @@ fn pid_file_saying_1_is_refused() {
         .arg("init")
         .output()
         .unwrap();
-    assert_code(&out, 0);
+    assert_code(&out, 1);
     assert!(
         !line_for(&out, "pm-stop", "init").contains("stopped by"),
         "{}",
         describe(&out)
     );
+    assert!(pidfile.exists());
+}
+
+#[test]
+fn a_file_that_is_not_a_pid_file_is_never_deleted() {
+    // A typo in --pidfile must not cost the user a config file.
+    let sb = Sandbox::new();
+    let conf = sb.path("nginx.conf");
+    fs::write(&conf, "worker_processes 4;\n").unwrap();
+    let out = pm_stop(&sb, &["--pidfile", p(&conf), "nginx"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("not a decimal PID"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(fs::read_to_string(&conf).unwrap(), "worker_processes 4;\n");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1187,4 +1206,61 @@ fn stopall_exits_1_when_one_cannot_be_stopped() {
     assert_eq!(err_lines(&out).len(), 1, "{}", describe(&out));
     assert_stopped_line(&line_for(&out, "pm-stopall", "bad"), "TERM", true);
     assert_gone(bad);
+}
+
+#[test]
+fn stopall_stops_what_is_left_of_a_dead_service() {
+    // The leader exits on its own; its worker (same group, PM_NAME inherited) lives on.
+    let sb = Sandbox::new();
+    let marker = sb.path("worker.pid");
+    let script = format!("sleep 100 & echo $! > {}; sleep 0.5; exit 0", p(&marker));
+    let out = sb.start("d", &["--grace", "0", "--", "sh", "-c", &script]);
+    assert_success(&out, "pm-start d");
+    wait_until("the leader exits", || state_of(&sb, "d") == "dead");
+    let worker: i32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    assert!(is_alive(worker));
+    let out = pm_stopall(&sb, &[]);
+    assert_code(&out, 0);
+    assert!(
+        line_for(&out, "pm-stopall", "d").contains("stopped by SIGTERM"),
+        "{}",
+        describe(&out)
+    );
+    assert_gone(worker);
+    // Nothing left: a second run is silent.
+    let out = pm_stopall(&sb, &[]);
+    assert_code(&out, 0);
+    assert!(err_lines(&out).is_empty(), "{}", describe(&out));
+}
+
+#[test]
+fn stopall_run_by_a_service_does_not_kill_itself() {
+    // A service whose own script runs pm-stopall: pm-stopall is in the service's group,
+    // so it must signal the members one by one and leave itself out. Had it signalled
+    // its own group, it would die before printing its line.
+    let sb = Sandbox::new();
+    let report = sb.path("stopall.out");
+    let stopall = bin_dir().join("pm-stopall");
+    let script = format!(
+        "sleep 0.3; exec 3>{r}; {} >&3 2>&3; echo \"exit=$?\" >&3",
+        stopall.display(),
+        r = p(&report)
+    );
+    let out = sb.start("self", &["--grace", "0", "--", "sh", "-c", &script]);
+    assert_success(&out, "pm-start self");
+    let pid = sb.pid("self").unwrap();
+    wait_until("pm-stopall reported", || {
+        fs::read_to_string(&report)
+            .unwrap_or_default()
+            .contains("pm-stopall: self:")
+    });
+    wait_until("the service is gone", || !is_alive(pid));
+    wait_until("pm-stopall is done", || sb.processes().is_empty());
+    let text = fs::read_to_string(&report).unwrap();
+    assert!(
+        text.contains("pm-stopall: self: stopped by SIGTERM in"),
+        "{text}"
+    );
+    assert!(!text.contains("escalated"), "{text}");
+    assert_eq!(state_of(&sb, "self"), "stopped");
 }
