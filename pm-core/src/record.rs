@@ -145,15 +145,18 @@ impl Record {
 
     /// `started_at` parsed, for ordering; records never started sort first.
     pub fn started(&self) -> Option<SystemTime> {
-        self.started_at
-            .as_deref()
-            .and_then(|s| humantime::parse_rfc3339(s).ok())
+        self.started_at.as_deref().and_then(parse_rfc3339)
     }
 }
 
 /// Now, as RFC 3339 UTC with nanoseconds.
 pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
+}
+
+/// Parses a time pm wrote (RFC 3339 UTC).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(s).ok()
 }
 
 /// A time as RFC 3339 UTC with nanoseconds.

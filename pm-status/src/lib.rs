@@ -153,21 +153,13 @@ fn humantime_seconds(s: String) -> String {
 }
 
 fn ago(at: &str) -> String {
-    match humantime_parse(at) {
+    match pm_core::record::parse_rfc3339(at) {
         Some(t) => SystemTime::now()
             .duration_since(t)
             .map(|d| format!("{} ago", duration::short(d)))
             .unwrap_or_else(|_| at.to_string()),
         None => at.to_string(),
     }
-}
-
-fn humantime_parse(s: &str) -> Option<SystemTime> {
-    pm_core::record::Record {
-        started_at: Some(s.to_string()),
-        ..Default::default()
-    }
-    .started()
 }
 
 /// The extra words after the command: why dead, how it was stopped.

@@ -1439,3 +1439,30 @@ fn mainpid_naming_an_older_unrelated_process_is_refused() {
     other.kill().unwrap();
     other.wait().unwrap();
 }
+
+#[test]
+fn a_failed_start_stops_a_daemon_that_left_the_session_after_its_launcher_exited() {
+    // The launcher starts a daemon in a session of its own and exits 0, but the PID file
+    // it was supposed to write never appears: the start fails, and the daemon (adopted by
+    // pm-start as a subreaper) must not be left running.
+    let sb = Sandbox::new();
+    let marker = sb.path("daemon.pid");
+    let script = format!("setsid sleep 100 & echo $! > {}; exit 0", s(&marker));
+    let out = sb.start(
+        "dm",
+        &[
+            "--pidfile",
+            s(&sb.path("never-written.pid")),
+            "--ready-timeout",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_code(&out, 1);
+    let daemon: i32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+    assert_gone(daemon);
+    assert!(sb.processes().is_empty(), "{:?}", sb.processes());
+}
