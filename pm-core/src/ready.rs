@@ -271,30 +271,85 @@ pub fn unix_accepts(path: &Path) -> bool {
     UnixStream::connect(path).is_ok()
 }
 
+/// An `exec:` check that runs beside the wait loop instead of blocking it, so a service
+/// that dies while the check runs is noticed at once.
+#[derive(Debug)]
+pub struct ExecProbe {
+    command: String,
+    cwd: PathBuf,
+    running: Option<(std::process::Child, process::Handle)>,
+}
+
+impl ExecProbe {
+    pub fn new(command: &str, cwd: &Path) -> ExecProbe {
+        ExecProbe {
+            command: command.to_string(),
+            cwd: cwd.to_path_buf(),
+            running: None,
+        }
+    }
+
+    /// Starts an attempt if none runs; `Some(passed)` once an attempt has finished.
+    pub fn poll(&mut self) -> Option<bool> {
+        if let Some((child, _)) = &mut self.running {
+            return match child.try_wait() {
+                Ok(None) => None,
+                Ok(Some(status)) => {
+                    self.running = None;
+                    Some(status.success())
+                }
+                Err(_) => {
+                    self.running = None;
+                    Some(false)
+                }
+            };
+        }
+        let child = Command::new("/bin/sh")
+            .args(["-c", &self.command])
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => match process::Handle::of_child(child.id() as i32) {
+                Ok(h) => {
+                    self.running = Some((child, h));
+                    None
+                }
+                Err(_) => Some(false),
+            },
+            Err(_) => Some(false),
+        }
+    }
+
+    /// The running attempt's pidfd, to wake the wait loop when it finishes.
+    pub fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.running.as_ref().and_then(|(_, h)| h.pidfd())
+    }
+}
+
+impl Drop for ExecProbe {
+    fn drop(&mut self) {
+        if let Some((mut child, _)) = self.running.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Runs `sh -c command` to completion or `deadline`; true when it exits 0.
 pub fn exec_succeeds(command: &str, cwd: &Path, deadline: Instant) -> bool {
-    let Ok(mut child) = Command::new("/bin/sh")
-        .args(["-c", command])
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        return false;
-    };
-    let handle = process::Handle::of_child(child.id() as i32);
+    let mut probe = ExecProbe::new(command, cwd);
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.success();
+        if let Some(passed) = probe.poll() {
+            return passed;
         }
         let now = Instant::now();
         if now >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return false;
+            return false; // dropping the probe kills the attempt
         }
-        match handle.as_ref().ok().and_then(|h| h.pidfd()) {
+        match probe.pidfd() {
             Some(fd) => {
                 let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
                 let _ = poll(&mut fds, process::timeout(deadline - now));

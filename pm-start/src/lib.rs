@@ -381,6 +381,7 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         grace,
         ready_timeout: spec.ready_timeout,
         born_after: rec.start_time.unwrap_or(0),
+        execs: Default::default(),
     };
     let end = waiter.run();
     let tracked = waiter.tracked;

@@ -2,6 +2,7 @@
 //! signalfd and the notify socket; ready checks are retried with a short backoff (1 ms
 //! doubling to 50 ms) so pm-start returns soon after the service is ready.
 
+use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -65,6 +66,8 @@ pub struct Waiter<'a> {
     pub ready_timeout: Duration,
     /// Start time of the launched process: a daemon or MAINPID must not be older.
     pub born_after: u64,
+    /// `exec:` checks in progress, by check index.
+    pub execs: HashMap<usize, ready::ExecProbe>,
 }
 
 fn failed(reason: String) -> WaitEnd {
@@ -98,7 +101,7 @@ impl Waiter<'_> {
                 let checks = std::mem::take(&mut self.checks);
                 for (i, c) in checks.iter().enumerate() {
                     if !passed[i] {
-                        passed[i] = self.probe(c, deadline);
+                        passed[i] = self.probe(i, c);
                     }
                 }
                 self.checks = checks;
@@ -156,6 +159,12 @@ impl Waiter<'_> {
             if let Some(n) = self.notify.as_deref() {
                 fds.push(PollFd::new(n.fd(), PollFlags::POLLIN));
             }
+            fds.extend(
+                self.execs
+                    .values()
+                    .filter_map(|e| e.pidfd())
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
             let _ = poll(
                 &mut fds,
                 process::timeout(until.saturating_duration_since(Instant::now())),
@@ -264,7 +273,7 @@ impl Waiter<'_> {
         }
     }
 
-    fn probe(&mut self, c: &Check, deadline: Instant) -> bool {
+    fn probe(&mut self, index: usize, c: &Check) -> bool {
         match c {
             Check::Pidfile => match self.pidfile_by {
                 PidfileBy::Pm => true,
@@ -275,7 +284,12 @@ impl Waiter<'_> {
             Check::Tcp(t) => ready::tcp_accepts(t, Duration::from_millis(100)),
             Check::Unix(p) => ready::unix_accepts(p),
             Check::File(p) => p.exists(),
-            Check::Exec(cmd) => ready::exec_succeeds(cmd, self.cwd, deadline),
+            Check::Exec(cmd) => self
+                .execs
+                .entry(index)
+                .or_insert_with(|| ready::ExecProbe::new(cmd, self.cwd))
+                .poll()
+                .unwrap_or(false),
             Check::Log(re) => self.follower.matches(re),
             Check::Notify => self.notify.as_deref().is_some_and(|n| n.ready),
         }

@@ -1413,6 +1413,17 @@ fn mainpid_naming_an_older_unrelated_process_is_refused() {
         .spawn()
         .unwrap();
     let other_pid = other.id() as i32;
+    // Start times count in clock ticks (10 ms): make it at least a few ticks older.
+    let born = stat(other_pid).start_time;
+    wait_until("a few clock ticks pass", || {
+        let uptime = fs::read_to_string("/proc/uptime").unwrap_or_default();
+        let secs: f64 = uptime
+            .split_whitespace()
+            .next()
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0.0);
+        (secs * 100.0) as u64 > born + 3
+    });
     let out = sb.start(
         "svc",
         &[
@@ -1464,5 +1475,38 @@ fn a_failed_start_stops_a_daemon_that_left_the_session_after_its_launcher_exited
     assert_code(&out, 1);
     let daemon: i32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
     assert_gone(daemon);
+    assert!(sb.processes().is_empty(), "{:?}", sb.processes());
+}
+
+#[test]
+fn dying_while_an_exec_check_runs_fails_at_once() {
+    // The exec: check takes a minute; the service dies after 0.3 s. pm-start must notice
+    // the death then, not when the check returns.
+    let sb = Sandbox::new();
+    let t = Instant::now();
+    let out = sb.start(
+        "svc",
+        &[
+            "--ready",
+            "exec:sleep 60; false",
+            "--ready-timeout",
+            "120s",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.3; exit 3",
+        ],
+    );
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("exited with status 3"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(sb.processes().is_empty(), "{:?}", sb.processes());
 }
