@@ -66,21 +66,29 @@ impl Stat {
         })
     }
 
-    /// Reads `/proc/PID/stat`; `None` when there is no such process.
+    /// Reads `/proc/PID/stat`; `None` when there is no such process. One read(2) into a
+    /// stack buffer: pm-status and pm-stop do this for many processes.
     pub fn read(pid: i32) -> Result<Option<Stat>> {
+        use std::io::Read;
         let path = format!("/proc/{pid}/stat");
-        match fs::read_to_string(&path) {
-            Ok(text) => Stat::parse(&text)
-                .map(Some)
-                .ok_or_else(|| Error::Os(format!("{path}: unexpected format"))),
-            Err(e)
-                if matches!(e.kind(), io::ErrorKind::NotFound)
-                    || e.raw_os_error() == Some(libc::ESRCH) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(Error::io(path, e)),
-        }
+        let gone = |e: &io::Error| {
+            e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+        };
+        let mut f = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut buf = [0u8; 2048];
+        let n = match f.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        Stat::parse(&text)
+            .map(Some)
+            .ok_or_else(|| Error::Os(format!("{path}: unexpected format")))
     }
 
     /// Zombies (and dead tasks) count as gone: they run no code and hold no resources
@@ -430,6 +438,43 @@ pub fn scan() -> Vec<Stat> {
         .collect()
 }
 
+/// Live descendants of `pid`, read from `/proc/PID/task/*/children` (no scan of all of
+/// `/proc`); `None` when the kernel does not provide those files.
+pub fn descendants(pid: i32) -> Option<Vec<Stat>> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut roots = Vec::new();
+    for t in tasks.filter_map(|e| e.ok()) {
+        let text = fs::read_to_string(t.path().join("children")).ok()?;
+        roots.extend(
+            text.split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok()),
+        );
+    }
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    while let Some(p) = roots.pop() {
+        if !seen.insert(p) {
+            continue;
+        }
+        if let Ok(Some(s)) = Stat::read(p) {
+            if !s.is_zombie() {
+                if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+                    for t in tasks.filter_map(|e| e.ok()) {
+                        if let Ok(text) = fs::read_to_string(t.path().join("children")) {
+                            roots.extend(
+                                text.split_whitespace()
+                                    .filter_map(|c| c.parse::<i32>().ok()),
+                            );
+                        }
+                    }
+                }
+                out.push(s);
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Live processes in `stats` that belong to a service whose leader is `leader`: its
 /// descendants (by parent PID), members of process group `pgid` and of session `sid`.
 /// Processes born before `born_after` (ticks) are left out: they cannot be ours.
@@ -674,6 +719,29 @@ mod tests {
         ));
         assert!(t.elapsed() < Duration::from_secs(5));
         drop(child);
+    }
+
+    #[test]
+    fn descendants_are_found_without_a_scan() {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 100 & sleep 100 & wait"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let t = Instant::now();
+        let kids = loop {
+            let k = descendants(pid).expect("children files");
+            if k.len() == 2 || t.elapsed() > Duration::from_secs(10) {
+                break k;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(kids.len(), 2, "{kids:?}");
+        assert!(kids.iter().all(|k| k.ppid == pid && k.comm == "sleep"));
+        for k in &kids {
+            let _ = kill(Pid::from_raw(k.pid), Signal::SIGKILL);
+        }
+        child.wait().unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::name::Name;
 use crate::pidfile;
 use crate::process::{self, Expect, Stat, Verdict};
@@ -101,6 +101,17 @@ fn candidates(record: &Record, pidfile: Option<&pidfile::PidFile>) -> Vec<(i32, 
 /// Looks at `name`: its record (if any), its PID file (recorded, or from `template`), and
 /// the process table. Read-only: takes no lock, writes nothing.
 pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection {
+    inspect_record(sd, name, template, sd.read_record(name))
+}
+
+/// [`inspect`] with the record already read (pm-status reads every record once, to list
+/// them in start order, and does not read them again).
+pub fn inspect_record(
+    sd: &StateDir,
+    name: &Name,
+    template: Option<&str>,
+    record: Result<Option<Record>>,
+) -> Inspection {
     let mut out = Inspection {
         name: name.clone(),
         state: State::Unknown,
@@ -112,7 +123,7 @@ pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection
         pidfile_error: None,
         error: None,
     };
-    let record = match sd.read_record(name) {
+    let record = match record {
         Ok(r) => r,
         Err(e) => {
             out.note = Some(e.to_string());

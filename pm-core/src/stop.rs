@@ -222,10 +222,22 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
     let leader = plan.leader.take();
     let boot = process::boot_id()?;
     let started = Instant::now();
-    let stats = process::scan();
-    let leader_stat = leader
+    let leader_stat = match &leader {
+        Some(l) => Stat::read(l.pid)?.filter(|s| !s.is_zombie() && s.start_time == l.start_time),
+        None => None,
+    };
+    // A live leader of its own group and session: its descendants are the snapshot, read
+    // from the kernel's children lists without a scan of all of /proc (the common case,
+    // and the one whose latency matters). Otherwise, scan.
+    let fast = leader_stat
         .as_ref()
-        .and_then(|l| stats.iter().find(|s| s.pid == l.pid).cloned());
+        .filter(|s| s.pgrp == s.pid && s.session == s.pid)
+        .and_then(|s| process::descendants(s.pid));
+    let stats = if fast.is_some() {
+        Vec::new()
+    } else {
+        process::scan()
+    };
     let scope = Scope {
         born_after: plan.born_after,
         marker: leader_stat
@@ -245,16 +257,17 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
     };
     // killpg only a group proven ours by its live leader, and never our own group (a
     // service's script may run pm-stopall): members are then signalled one by one.
-    let own_pgrp = stats
-        .iter()
-        .find(|s| s.pid == std::process::id() as i32)
-        .map(|s| s.pgrp);
+    let own_pgrp = Stat::read(std::process::id() as i32)?.map(|s| s.pgrp);
     let kill_group = pgid.filter(|g| leader_stat.is_some() && own_pgrp != Some(*g));
     let leader_pid = leader.as_ref().map_or(0, |l| l.pid);
-    let snapshot: Vec<Stat> = process::members(&stats, leader_pid, pgid, sid, plan.born_after)
-        .into_iter()
-        .filter(|s| scope.admits(s))
-        .collect();
+    let fast_path = fast.is_some();
+    let snapshot: Vec<Stat> = match fast {
+        Some(d) => d,
+        None => process::members(&stats, leader_pid, pgid, sid, plan.born_after),
+    }
+    .into_iter()
+    .filter(|s| scope.admits(s))
+    .collect();
 
     let mut group = Targets::new();
     if let Some(l) = leader {
@@ -293,6 +306,17 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
     }
 
     // Phase 2: the sweep. Whatever of the snapshot, the session, or their children is left.
+    // Nothing outside the group was seen, the group is empty (not even a zombie) and the
+    // session is the group's: nothing can be left, so /proc is not read again.
+    let group_empty = pgid.is_some_and(|g| killpg(Pid::from_raw(g), None) == Err(Errno::ESRCH));
+    if rest.handles.is_empty() && group_empty && sid.is_none_or(|s| Some(s) == pgid) && fast_path {
+        return Ok(Outcome::Stopped {
+            signal: plan.signal,
+            escalated,
+            elapsed: started.elapsed(),
+            swept: 0,
+        });
+    }
     let stats = process::scan();
     // The leader is gone now, so a live process holding the session id is somebody else.
     let sid_now = usable_id(sid, &stats);

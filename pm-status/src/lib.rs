@@ -1,7 +1,7 @@
 //! pm-status: the state of services, decided from the record, the PID file and the
 //! kernel; a table for people, `--json` for jq, LSB exit codes for scripts.
 
-use std::io::IsTerminal;
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -9,8 +9,9 @@ use std::time::SystemTime;
 use anyhow::Result;
 use clap::Parser;
 use pm_core::record::rfc3339;
+use pm_core::record::Record;
 use pm_core::report::out;
-use pm_core::status::{inspect, Inspection, State};
+use pm_core::status::{inspect_record, Inspection, State};
 use pm_core::{duration, Code, Name, StateDir};
 use serde_json::{json, Value};
 
@@ -65,24 +66,60 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(Code::Ok.into());
     }
     let template = pm_core::name::pidfile_template(cli.pidfile.as_deref())?;
-    let names: Vec<Name> = if cli.names.is_empty() {
-        sd.list()?.into_iter().map(|(n, _)| n).collect()
+    // Each record is read once: listed (in start order) or named.
+    let todo: Vec<(Name, pm_core::Result<Option<Record>>)> = if cli.names.is_empty() {
+        sd.list()?
+            .into_iter()
+            .map(|(n, r)| (n, r.map(Some)))
+            .collect()
     } else {
-        cli.names
+        let names: Vec<Name> = cli
+            .names
             .iter()
             .map(|n| Name::new(n))
-            .collect::<Result<_, _>>()?
+            .collect::<Result<_, _>>()?;
+        names
+            .into_iter()
+            .map(|n| {
+                let r = sd.read_record(&n);
+                (n, r)
+            })
+            .collect()
     };
-    let seen: Vec<Inspection> = names
-        .iter()
-        .map(|n| inspect(&sd, n, template.as_deref()))
-        .collect();
+    let inspect = |(n, r): (Name, pm_core::Result<Option<Record>>)| {
+        inspect_record(&sd, &n, template.as_deref(), r)
+    };
     if cli.json {
-        let arr: Vec<Value> = seen.iter().map(to_json).collect();
-        let mut text = serde_json::to_string_pretty(&arr)?;
-        text.push('\n');
-        out(&text)?;
-    } else if !cli.quiet {
+        // Streamed, one service at a time: memory stays flat with thousands of services.
+        let mut codes = Vec::with_capacity(todo.len());
+        let stdout = std::io::stdout();
+        let mut w = BufWriter::new(stdout.lock());
+        let written = (|| -> std::io::Result<()> {
+            w.write_all(b"[")?;
+            for (i, item) in todo.into_iter().enumerate() {
+                let ins = inspect(item);
+                codes.push(ins.state.code());
+                let obj = serde_json::to_string_pretty(&to_json(&ins))?;
+                w.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+                for (j, line) in obj.lines().enumerate() {
+                    if j > 0 {
+                        w.write_all(b"\n")?;
+                    }
+                    w.write_all(b"  ")?;
+                    w.write_all(line.as_bytes())?;
+                }
+            }
+            w.write_all(if codes.is_empty() { b"]\n" } else { b"\n]\n" })?;
+            w.flush()
+        })();
+        match written {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+            _ => {}
+        }
+        return Ok(Code::first_not_ok(codes).into());
+    }
+    let seen: Vec<Inspection> = todo.into_iter().map(inspect).collect();
+    if !cli.quiet {
         let width = std::io::stdout()
             .is_terminal()
             .then(|| pm_core::terminal_width(std::os::fd::AsFd::as_fd(&std::io::stdout())))

@@ -3,7 +3,8 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use anyhow::Result;
 use clap::Parser;
@@ -69,38 +70,43 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     let workers = (cli.parallel as usize).min(queue.len()).max(1);
-    let queue = Arc::new(Mutex::new(queue));
-    let failed = Arc::new(Mutex::new(false));
+    let queue = Mutex::new(queue);
+    let failed = AtomicBool::new(false);
+    // Each worker takes the newest service left, so the order holds as a priority.
+    let work = || loop {
+        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+        let Some((name, dead)) = next else { break };
+        let opts = Options {
+            leftovers_only: dead,
+            ..opts.clone()
+        };
+        let code = match stop_name(&sd, &name, &opts, TOOL) {
+            Ok(Report::NotRunning { .. }) if dead => Code::Ok,
+            Ok(report) => {
+                say(TOOL, name.as_str(), report.describe());
+                report.code()
+            }
+            Err(e) => {
+                say(TOOL, name.as_str(), &e);
+                Code::Failure
+            }
+        };
+        if code != Code::Ok {
+            failed.store(true, Ordering::Relaxed);
+        }
+    };
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let (queue, failed, sd, opts) = (queue.clone(), failed.clone(), &sd, &opts);
-            scope.spawn(move || loop {
-                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some((name, dead)) = next else { break };
-                let opts = Options {
-                    leftovers_only: dead,
-                    ..opts.clone()
-                };
-                let code = match stop_name(sd, &name, &opts, TOOL) {
-                    Ok(Report::NotRunning { .. }) if dead => Code::Ok,
-                    Ok(report) => {
-                        say(TOOL, name.as_str(), report.describe());
-                        report.code()
-                    }
-                    Err(e) => {
-                        say(TOOL, name.as_str(), &e);
-                        Code::Failure
-                    }
-                };
-                if code != Code::Ok {
-                    if let Ok(mut f) = failed.lock() {
-                        *f = true;
-                    }
-                }
-            });
+            // Small stacks: a stop needs little, and --parallel 16 must stay light.
+            let spawned = std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn_scoped(scope, work);
+            if spawned.is_err() {
+                work(); // no thread to be had: this one does the work
+            }
         }
     });
-    let any_failed = unreadable || failed.lock().map(|f| *f).unwrap_or(true);
+    let any_failed = unreadable || failed.load(Ordering::Relaxed);
     Ok(if any_failed { Code::Failure } else { Code::Ok }.into())
 }
 
