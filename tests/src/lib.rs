@@ -191,6 +191,24 @@ impl Drop for Sandbox {
     }
 }
 
+/// A process a test started itself (not through pm), e.g. an "unrelated" `sleep` for the
+/// PID-reuse cases; killed and reaped on drop. Start it with the sandbox's `PM_STATE_DIR`
+/// in its environment and the Sandbox kills it too if the test fails.
+pub struct Owned(pub std::process::Child);
+
+impl Owned {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn all_pids() -> Vec<i32> {
     fs::read_dir("/proc")
         .map(|d| {

@@ -13,7 +13,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as StdCommand, Output, Stdio};
+use std::process::{Command as StdCommand, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pm_tests::*;
@@ -22,22 +22,6 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A process the test started itself; killed and reaped on drop.
-struct Owned(Child);
-
-impl Owned {
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A std Command with the same clean environment the harness gives pm tools.
 fn clean(sb: &Sandbox, prog: impl AsRef<std::ffi::OsStr>) -> StdCommand {

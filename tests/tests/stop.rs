@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pm_tests::*;
@@ -16,24 +16,6 @@ use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// A process the test started itself (not through pm). It carries the sandbox's
-/// `PM_STATE_DIR`, so the Sandbox also kills it if the test fails; dropped, it is killed
-/// and reaped.
-struct Owned(Child);
-
-impl Owned {
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn std_cmd(sb: &Sandbox, argv: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(argv[0]);

@@ -1,0 +1,313 @@
+"""Renders bench/RESULTS.md from the raw numbers that bench/run collects (results.json)."""
+
+MODE_TITLE = {
+    "plain": "plain — as is: orphaned services are reaped by this machine's PID 1 (every ~2 s)",
+    "reaper": "reaper — under bench/reaper.py, a prompt PR_SET_CHILD_SUBREAPER (as init on a "
+              "normal host)",
+}
+REF = {  # the pm row each table's ratios are taken against
+    "1 stop latency": "pm-stop",
+    "2 status": "pm-status --json",
+    "3 stopall": "pm-stopall --parallel 16",
+    "4 start and readiness": None,  # the pm row of the same case
+}
+PM_TOOLS = ("pm-start", "pm-stop", "pm-status", "pm-stopall")
+
+
+def f(x, digits=1):
+    if x is None:
+        return "–"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.{digits + 1}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b <= 0:
+        return "–"
+    r = a / b
+    return f"{r:.2f}×" if r < 10 else f"{r:.0f}×"
+
+
+def med(e, metric):
+    s = e.get("stats", {}).get(metric)
+    return s["median"] if s else None
+
+
+def entries(run, scenario):
+    return [e for e in run["results"] if e["scenario"] == scenario]
+
+
+def cases(es):
+    seen = []
+    for e in es:
+        if e["case"] not in seen:
+            seen.append(e["case"])
+    return seen
+
+
+def table_time(es, ref_tool, metric="time_ms", extra=()):
+    """extra: (header, fn(entry)) columns after the ratio."""
+    head = f"| tool | runs | min ms | median ms | p95 ms | ratio to pm |"
+    sep = "|---|---:|---:|---:|---:|---:|"
+    for h, _ in extra:
+        head += f" {h} |"
+        sep += "---:|"
+    lines = [head, sep]
+    ref = None
+    for e in es:
+        if (ref_tool and e["tool"] == ref_tool) or (not ref_tool and e["tool"].startswith("pm")):
+            ref = med(e, metric)
+            break
+    for e in es:
+        s = e["stats"].get(metric)
+        if not s:
+            continue
+        row = (f"| {e['tool']} | {s['n']} | {f(s['min'])} | {f(s['median'])} | {f(s['p95'])} | "
+               f"{ratio(s['median'], ref)} |")
+        for _, fn in extra:
+            row += f" {fn(e)} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def targets(doc):
+    """[(target, mode -> (verdict, detail))]"""
+    out = []
+
+    def find(run, sc, case, tool):
+        for e in run["results"]:
+            if e["scenario"] == sc and e["case"].startswith(case) and e["tool"].startswith(tool):
+                return e
+        return None
+
+    rows = []
+    for mode, run in doc["runs"].items():
+        res = {}
+        pm = find(run, "1 stop latency", "TERM", "pm-stop")
+        ssd = find(run, "1 stop latency", "TERM", "start-stop-daemon")
+        s6 = find(run, "1 stop latency", "TERM", "s6-svc")
+        if pm:
+            t, o = med(pm, "time_ms"), med(pm, "overshoot_ms")
+            ok = True
+            det = [f"pm {f(t)} ms"]
+            if ssd:
+                ok &= t <= 0.2 * med(ssd, "time_ms")
+                det.append(f"{ratio(t, med(ssd, 'time_ms'))} start-stop-daemon")
+            if s6:
+                ok &= t < med(s6, "time_ms")
+                det.append(f"{ratio(t, med(s6, 'time_ms'))} s6")
+            ok &= o <= 2.0
+            det.append(f"overshoot {f(o)} ms")
+            res["stop"] = (ok, ", ".join(det))
+        st100 = find(run, "2 status", "100 ", "pm-status --json")
+        sv100 = find(run, "2 status", "100 ", "sv status")
+        st1000 = find(run, "2 status", "1000 ", "pm-status --json")
+        if st100 and sv100:
+            a, b = med(st100, "time_ms"), med(sv100, "time_ms")
+            res["status100"] = (a <= b, f"pm --json {f(a)} ms vs sv {f(b)} ms ({ratio(a, b)})")
+        if st1000 and st100:
+            a, b = med(st1000, "time_ms"), med(st100, "time_ms")
+            res["status1000"] = (a <= 50 and a / b <= 12,
+                                 f"{f(a)} ms at 1000 = {a / b:.1f}× the time at 100")
+        p16 = find(run, "3 stopall", "", "pm-stopall --parallel 16")
+        if p16 and "100 x" in p16["case"]:
+            a = med(p16, "time_ms")
+            res["stopall"] = (a < 1000, f"{f(a)} ms")
+        tcp = find(run, "4 start and readiness", "tcp", "pm-start")
+        ntf = find(run, "4 start and readiness", "READY", "pm-start")
+        if tcp:
+            a = med(tcp, "after_ready_ms")
+            res["tcp"] = (a <= 10, f"{f(a)} ms after the port opened")
+        if ntf:
+            a = med(ntf, "after_ready_ms")
+            res["notify"] = (a <= 2, f"{f(a)} ms after READY=1")
+        peaks = {}
+        for e in run["results"]:
+            for t in PM_TOOLS:
+                if e["tool"].split()[0] == t and e["stats"].get("maxrss_kb"):
+                    peaks[t] = max(peaks.get(t, 0), e["stats"]["maxrss_kb"]["max"])
+        if peaks:
+            worst = max(peaks.values())
+            res["rss"] = (worst <= 5120, ", ".join(f"{t} {v / 1024:.1f} MB" for t, v in
+                                                   sorted(peaks.items())))
+        rows.append((mode, res))
+    names = [
+        ("stop", "stop of a TERM-exiting service ≤ 0.2× start-stop-daemon, faster than s6, "
+                 "≤ ~2 ms after the service's exit"),
+        ("status100", "`pm-status --json` at 100 services no slower than `sv status` over 100"),
+        ("status1000", "`pm-status --json` at 1000: a few tens of ms (≤ 50), linear (≤ 12× the "
+                       "time at 100)"),
+        ("stopall", "`pm-stopall --parallel 16` over 100 × 0.3 s services < 1 s"),
+        ("tcp", "pm-start returns ≤ ~10 ms after the port opens"),
+        ("notify", "pm-start returns ≤ ~2 ms after READY=1"),
+        ("rss", "each pm tool's peak RSS ≤ 5 MB"),
+    ]
+    for key, title in names:
+        out.append((title, {m: r.get(key) for m, r in rows}))
+    return out
+
+
+def render(doc):
+    m = doc["machine"]
+    runs = doc["runs"]
+    L = []
+    L.append("# pm benchmark results\n")
+    L.append("Generated by `bench/run`" + (" --quick (smoke pass, tiny sizes: not for "
+                                           "comparison)" if m.get("quick") else "") +
+             f" on {m.get('started', '?')}. Machine: {m.get('cpus')} CPUs, kernel "
+             f"{m.get('kernel')}, PID 1 `{m.get('pid1')}`; load average at start "
+             f"{' '.join(m.get('loadavg_start', []))}, at end {' '.join(m.get('loadavg_end', []))}"
+             f"; wall time {m.get('wall_s')} s.\n")
+    ld = m.get("load1_during")
+    if ld:
+        L.append(f"1-minute load average during the run (sampled every 5 s): min {ld['min']:.2f}, "
+                 f"median {ld['median']:.2f}, max {ld['max']:.2f} on {m.get('cpus')} CPUs.\n")
+    v = m.get("versions", {})
+    L.append("Versions: " + "; ".join(f"{k} {v[k] or 'absent'}" for k in v) +
+             (f" (pm tree `{m['pm_commit']}`)" if m.get("pm_commit") else "") + ".\n")
+    L.append("All times are wall-clock milliseconds of the command, measured from the bench's "
+             "own spawn to its reaped exit (CLOCK_MONOTONIC). `ratio to pm` = the tool's median "
+             "÷ pm's median in the same table: above 1× pm is faster. The machine is noisy; "
+             "ratios from one run matter, absolute times less so. See README.md.\n")
+    L.append("Two modes, both reported: **" + MODE_TITLE["plain"] + "**; and **" +
+             MODE_TITLE["reaper"] + "**. The ratios that count are the reaper ones.\n")
+    if m.get("notes"):
+        L.append(m["notes"] + "\n")
+
+    # Targets
+    L.append("## Targets (issue 8)\n")
+    L.append("| target | " + " | ".join(runs) + " |")
+    L.append("|---|" + "---|" * len(runs))
+    for title, per in targets(doc):
+        cells = []
+        for mode in runs:
+            r = per.get(mode)
+            cells.append("–" if r is None else ("**met**: " if r[0] else "**MISSED**: ") + r[1])
+        L.append(f"| {title} | " + " | ".join(cells) + " |")
+    L.append("")
+
+    for mode, run in runs.items():
+        L.append(f"## Mode: {MODE_TITLE[mode]}\n")
+        peers = run.get("peers", {})
+        absent = [p for p, ok in peers.items() if not ok]
+        if absent:
+            L.append("Peers absent (skipped): " + ", ".join(absent) + "\n")
+
+        es = entries(run, "1 stop latency")
+        if es:
+            L.append("### 1. Stop latency\n")
+            L.append("Time of the stop command; overshoot = the command's exit − the service's "
+                     "own exit moment (it stamps CLOCK_MONOTONIC just before `_exit`).\n")
+            for c in cases(es):
+                L.append(f"**{c}**\n")
+                ce = [e for e in es if e["case"] == c]
+                L.append(table_time(ce, "pm-stop", extra=(
+                    ("overshoot median ms", lambda e: f(med(e, "overshoot_ms"))),
+                    ("overshoot p95 ms", lambda e: f(e["stats"]["overshoot_ms"]["p95"])))))
+                L.append("")
+
+        es = entries(run, "2 status")
+        if es:
+            L.append("### 2. Status\n")
+            L.append("One status call over all running services (`start-stop-daemon` and "
+                     "`s6-svstat` have no multi-service form: a shell loop, one call each). "
+                     "Ratios against `pm-status --json`.\n")
+            for c in cases(es):
+                n = int(c.split()[0])
+                L.append(f"**{c}**\n")
+                ce = [e for e in es if e["case"] == c]
+                L.append(table_time(ce, "pm-status --json", extra=(
+                    ("µs per service", lambda e, n=n: f(med(e, "time_ms") * 1000 / n)),)))
+                L.append("")
+            # growth
+            tools = []
+            for e in es:
+                if e["tool"] not in tools:
+                    tools.append(e["tool"])
+            sizes = [c for c in cases(es)]
+            L.append("Growth (median ms by number of services; slope = extra ms per service "
+                     "between the two largest sizes):\n")
+            L.append("| tool | " + " | ".join(sizes) + " | slope ms/service | largest ÷ "
+                     "second |")
+            L.append("|---|" + "---:|" * (len(sizes) + 2))
+            for t in tools:
+                vals = []
+                for c in sizes:
+                    e = next((x for x in es if x["tool"] == t and x["case"] == c), None)
+                    vals.append(med(e, "time_ms") if e else None)
+                ns = [int(c.split()[0]) for c in sizes]
+                slope = grow = None
+                if len(vals) >= 2 and vals[-1] is not None and vals[-2] is not None:
+                    slope = (vals[-1] - vals[-2]) / (ns[-1] - ns[-2])
+                    grow = vals[-1] / vals[-2] if vals[-2] else None
+                L.append(f"| {t} | " + " | ".join(f(x) for x in vals) +
+                         f" | {f(slope, 3)} | {f(grow)} |")
+            L.append("")
+
+        es = entries(run, "3 stopall")
+        if es:
+            L.append("### 3. Stop all\n")
+            ce = es
+            L.append(f"**{ce[0]['case']}** — ratios against `pm-stopall --parallel 16`.\n")
+            L.append(table_time(ce, "pm-stopall --parallel 16",
+                                extra=(("note", lambda e: e.get("note", "")),)))
+            L.append("")
+
+        es = entries(run, "4 start and readiness")
+        if es:
+            L.append("### 4. Start and readiness\n")
+            L.append("`after ready` = the start command's exit − the service's own ready "
+                     "moment (it stamps CLOCK_MONOTONIC right after `listen()` / just before "
+                     "sending READY=1); every service warms up 50 ms first. `start` = the whole "
+                     "start command.\n")
+            for c in cases(es):
+                L.append(f"**{c}**\n")
+                ce = [e for e in es if e["case"] == c]
+                L.append(table_time(ce, None, metric="after_ready_ms", extra=(
+                    ("start median ms", lambda e: f(med(e, "time_ms"))),)))
+                L.append("")
+
+        L.append("### 5. Cost\n")
+        peaks = {}
+        for e in run["results"]:
+            for t in PM_TOOLS:
+                if e["tool"].split()[0] == t and e["stats"].get("maxrss_kb"):
+                    s = e["stats"]["maxrss_kb"]
+                    p = peaks.setdefault(t, [0, 0, []])
+                    p[0] = max(p[0], s["max"])
+                    p[2].append(f"{e['scenario'][2:]}/{e['case']}")
+        if peaks:
+            L.append("Peak RSS of each pm tool over every run above (getrusage `ru_maxrss` of "
+                     "the reaped process):\n")
+            L.append("| tool | peak RSS MB | ≤ 5 MB |")
+            L.append("|---|---:|---|")
+            for t in PM_TOOLS:
+                if t in peaks:
+                    L.append(f"| {t} | {peaks[t][0] / 1024:.2f} | "
+                             f"{'yes' if peaks[t][0] <= 5120 else '**no**'} |")
+            L.append("")
+        es = entries(run, "5 cost")
+        if es:
+            L.append("Resident memory a running service costs in its supervisor (the "
+                     "supervisor processes' total ÷ number of services; PSS shares libraries "
+                     "fairly between processes). pm has no daemon: 0.\n")
+            L.append("| services | supervisor | processes | RSS kB per service | PSS kB per "
+                     "service | RSS kB total |")
+            L.append("|---|---|---:|---:|---:|---:|")
+            for e in es:
+                g = lambda k: e["stats"][k]["median"] if e["stats"].get(k) else None
+                L.append(f"| {e['case'].split('(')[-1].rstrip(')')} | {e['tool']} | "
+                         f"{f(g('processes'))} | {f(g('rss_kb_per_service'))} | "
+                         f"{f(g('pss_kb_per_service'))} | {f(g('rss_kb_total'))} |")
+            L.append("")
+        errs = run.get("errors", [])
+        if errs:
+            L.append("### Failed measurements\n")
+            for e in errs:
+                L.append(f"- {e['scenario']} / {e['case']} / {e['tool']}: "
+                         f"`{e['error'][:300].strip()}`")
+            L.append("")
+    return "\n".join(L) + "\n"
