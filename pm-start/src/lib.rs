@@ -124,6 +124,8 @@ struct Spec {
     stop_timeout: Duration,
     grace: Option<Duration>,
     ready: Vec<String>,
+    /// `ready`, parsed (checked once, while building the spec).
+    checks: Vec<Check>,
     ready_timeout: Duration,
 }
 
@@ -196,9 +198,10 @@ impl Spec {
         } else {
             cli.ready.clone()
         };
-        for r in &ready {
-            Check::parse(r)?;
-        }
+        let checks = ready
+            .iter()
+            .map(|r| Check::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
         let ready_timeout = dur(&cli.ready_timeout)?
             .or(rec.map(|r| Duration::from_millis(r.ready_timeout_ms)))
             .unwrap_or(Duration::from_secs(30));
@@ -215,6 +218,7 @@ impl Spec {
             stop_timeout,
             grace,
             ready,
+            checks,
             ready_timeout,
         })
     }
@@ -295,11 +299,7 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         return Ok(Code::Ok.into());
     }
 
-    let checks: Vec<Check> = spec
-        .ready
-        .iter()
-        .map(|r| Check::parse(r))
-        .collect::<Result<_, _>>()?;
+    let checks = spec.checks.clone();
     let grace = spec.grace.unwrap_or(if checks.is_empty() {
         DEFAULT_GRACE
     } else {
