@@ -1,0 +1,10 @@
+//! pm's end-to-end tests: one test binary (ripgrep's `tests/tests.rs` habit), one module
+//! per topic, all on the shared harness in `pm_tests` (the `Sandbox`, the /proc reader).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod install;
+mod services;
+mod start;
+mod status;
+mod stop;
+mod trust;
