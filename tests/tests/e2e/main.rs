@@ -7,4 +7,5 @@ mod services;
 mod start;
 mod status;
 mod stop;
-mod trust;
+mod attack;
+mod faults;

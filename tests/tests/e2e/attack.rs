@@ -1,0 +1,1 @@
+//! Files and processes another user controls must never be turned against pm.

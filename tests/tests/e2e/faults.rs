@@ -1,0 +1,1 @@
+//! Faults at the worst moment: SIGKILLed tools, full disks, concurrent starts.

@@ -1,1 +1,0 @@
-//! The trust core: identity, files another user can write, faults at any moment.
