@@ -19,10 +19,12 @@ pub mod record;
 pub mod report;
 pub mod signal;
 pub mod spawn;
+pub mod start;
 pub mod state;
 pub mod status;
 pub mod stop;
 mod sys;
+pub mod untrusted;
 pub use sys::terminal_width;
 
 pub use error::{Error, Result};

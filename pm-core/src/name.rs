@@ -41,6 +41,11 @@ impl Name {
         if s.starts_with('.') || s.starts_with('-') {
             return Err(bad("must not start with '.' or '-'".into()));
         }
+        // `{instance}` may stand for a whole directory in a template: `.` and `..` would
+        // climb out of (or stay in) the template's directory instead of naming one.
+        if let Some((_, inst @ ("." | ".."))) = s.split_once('@') {
+            return Err(bad(format!("instance {inst:?} is not allowed")));
+        }
         Ok(Name(s.to_string()))
     }
 
@@ -175,10 +180,15 @@ mod tests {
             "..",
             "a\0b",
             "ü",
+            "svc@..",
+            "svc@.",
             &"a".repeat(MAX_LEN + 1),
         ] {
             assert!(Name::new(bad).is_err(), "{bad:?}");
         }
+        let err = Name::new("svc@..").unwrap_err().to_string();
+        assert!(err.contains("\"..\""), "{err}");
+        assert!(Name::new("svc@..x").is_ok() && Name::new("svc@8.3").is_ok());
     }
 
     #[test]

@@ -5,14 +5,15 @@
 //! decimal digits only, never 0 or 1 or above the kernel's `pid_max`, and never a file
 //! larger than 4 KiB or something that is not a regular file.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::process;
+use crate::untrusted::{self, Opened};
 
 /// Largest PID file pm will read.
 pub const MAX_SIZE: u64 = 4096;
@@ -64,19 +65,13 @@ pub fn read(path: &Path) -> Result<Option<PidFile>> {
         path: path.to_path_buf(),
         reason,
     };
-    let file = match File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
+    // The service's user may control this path: no symlink, no FIFO, no /proc, and the
+    // owner that counts is the owner of the file itself.
+    let (file, meta) = match untrusted::open_read(path).map_err(|e| Error::io(path, e))? {
+        Opened::File(f, m) => (f, m),
+        Opened::Missing => return Ok(None),
+        Opened::Refused(r) => return Err(invalid(r.0)),
     };
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(invalid("not a regular file".into()));
-    }
     if meta.size() > MAX_SIZE {
         return Err(invalid(format!("larger than {MAX_SIZE} bytes")));
     }

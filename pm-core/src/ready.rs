@@ -3,7 +3,7 @@
 //! Each check is cheap and is retried by pm-start with a short backoff; `notify` is the
 //! exception, answered by the service's own datagram (sd_notify `READY=1`).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
@@ -18,7 +18,7 @@ use regex::Regex;
 
 use crate::error::{Error, Result};
 use crate::pidfile;
-use crate::process::{self, Expect, Verdict};
+use crate::process::{self, Expect, Lineage, Verdict};
 
 /// One `--ready` check.
 #[derive(Debug, Clone)]
@@ -152,10 +152,14 @@ impl LogFollower {
 
     /// True once a line written since the start matches `re`.
     pub fn matches(&mut self, re: &Regex) -> bool {
-        let Ok(mut f) = File::open(&self.path) else {
+        // The log may have been swapped for a FIFO or a symlink meanwhile: such a thing is
+        // never opened (nor waited on), the check just does not pass.
+        let Ok(crate::untrusted::Opened::File(mut f, meta)) =
+            crate::untrusted::open_read(&self.path)
+        else {
             return false;
         };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let len = meta.len();
         if len < self.offset {
             self.offset = 0; // truncated (copytruncate rotation)
         }
@@ -182,17 +186,43 @@ impl LogFollower {
 pub struct NotifySocket {
     sock: UnixDatagram,
     path: PathBuf,
+    /// The private directory made for a service that runs as another user.
+    dir: Option<PathBuf>,
     pub ready: bool,
     pub main_pid: Option<i32>,
     pub status: Option<String>,
 }
 
 impl NotifySocket {
-    /// Binds at `path` (replacing a stale socket); `owner` lets a service running as
-    /// another user send to it.
+    /// Binds at `path` (replacing a stale socket). With `owner` (a service running as
+    /// another user, who cannot traverse the caller's 0700 state directory), the socket
+    /// goes in a fresh directory of its own under the temp dir instead, made 0700 by
+    /// mkdtemp and given to that user: reachable by the service, by nobody else.
     pub fn bind(
         path: &Path,
         owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    ) -> Result<NotifySocket> {
+        let Some((uid, gid)) = owner else {
+            return Self::bind_at(path, None, None);
+        };
+        let template = std::env::temp_dir().join("pm-notify.XXXXXX");
+        let dir = nix::unistd::mkdtemp(&template)
+            .map_err(|e| Error::io(&template, crate::error::errno(e)))?;
+        let sock = dir.join("notify");
+        // Socket first, directory last: until the directory is the user's, nothing in it
+        // can be swapped under us.
+        let sock = Self::bind_at(&sock, Some((uid, gid)), Some(dir.clone())).inspect_err(|_| {
+            let _ = fs::remove_dir(&dir);
+        })?;
+        nix::unistd::chown(&dir, Some(uid), Some(gid))
+            .map_err(|e| Error::io(&dir, crate::error::errno(e)))?;
+        Ok(sock)
+    }
+
+    fn bind_at(
+        path: &Path,
+        owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+        dir: Option<PathBuf>,
     ) -> Result<NotifySocket> {
         if path.as_os_str().len() >= 108 {
             return Err(Error::io(
@@ -208,13 +238,14 @@ impl NotifySocket {
         let sock = UnixDatagram::bind(path).map_err(|e| Error::io(path, e))?;
         sock.set_nonblocking(true).map_err(|e| Error::io(path, e))?;
         if let Some((uid, gid)) = owner {
-            nix::unistd::chown(path, Some(uid), Some(gid))
-                .map_err(|e| Error::io(path, crate::error::errno(e)))?;
+            std::os::unix::fs::lchown(path, Some(uid.as_raw()), Some(gid.as_raw()))
+                .map_err(|e| Error::io(path, e))?;
         }
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
         Ok(NotifySocket {
             sock,
             path: path.to_path_buf(),
+            dir,
             ready: false,
             main_pid: None,
             status: None,
@@ -251,34 +282,171 @@ impl NotifySocket {
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
+        // unlink(2) and rmdir(2) never follow a symlink the service may have planted.
         let _ = fs::remove_file(&self.path);
+        if let Some(d) = &self.dir {
+            let _ = fs::remove_dir(d);
+        }
     }
 }
 
-/// One attempt at a TCP check.
-pub fn tcp_accepts(target: &str, timeout: Duration) -> bool {
-    let addrs: Vec<SocketAddr> = match target.to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(_) => return false,
-    };
-    addrs
-        .iter()
-        .any(|a| TcpStream::connect_timeout(a, timeout.max(Duration::from_millis(1))).is_ok())
+/// What a `tcp:`/`unix:` probe found. A socket that accepts is not enough: another
+/// process may hold the port or the path (and the service then dies of EADDRINUSE), so
+/// the listener must belong to a process of this start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evidence {
+    /// It accepts, and a process of the service listens.
+    Ours,
+    /// It does not accept, or someone else listens.
+    No,
+    /// It accepts, but who listens cannot be told (the reason says why).
+    Unverifiable(String),
 }
 
-/// One attempt at a unix socket check.
-pub fn unix_accepts(path: &Path) -> bool {
-    UnixStream::connect(path).is_ok()
+/// One attempt at a TCP check: connect, then find the listening socket's inode
+/// (`/proc/net/tcp{,6}`) among the open files of the service's processes.
+pub fn tcp_ready(target: &str, timeout: Duration, lineage: &Lineage) -> Evidence {
+    let addrs: Vec<SocketAddr> = match target.to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(_) => return Evidence::No,
+    };
+    let Some(addr) = addrs
+        .iter()
+        .find(|a| TcpStream::connect_timeout(a, timeout.max(Duration::from_millis(1))).is_ok())
+    else {
+        return Evidence::No;
+    };
+    let Some(listeners) = tcp_listeners(addr) else {
+        return Evidence::Unverifiable("/proc/net/tcp cannot be read".into());
+    };
+    owned_by(&listeners, lineage)
+}
+
+/// One attempt at a unix socket check: connect, then ask the kernel who listens
+/// (SO_PEERCRED: the process that called listen()).
+pub fn unix_ready(path: &Path, lineage: &Lineage) -> Evidence {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let Ok(stream) = UnixStream::connect(path) else {
+        return Evidence::No;
+    };
+    let Ok(cred) = getsockopt(&stream, PeerCredentials) else {
+        return Evidence::Unverifiable("SO_PEERCRED failed".into());
+    };
+    let pid = cred.pid();
+    if lineage.contains(pid) {
+        Evidence::Ours
+    } else if process::is_alive(pid) {
+        Evidence::No
+    } else {
+        Evidence::Unverifiable(format!("the process that listens (pid {pid}) is gone"))
+    }
+}
+
+/// Inodes of the TCP sockets listening on `addr`'s port, on its address or on the
+/// wildcard. `None` when /proc/net/tcp cannot be read.
+fn tcp_listeners(addr: &SocketAddr) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut readable = false;
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(file) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(st), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            if *st != "0A" {
+                continue; // not LISTEN
+            }
+            let Some((ip, port)) = local.split_once(':') else {
+                continue;
+            };
+            if u16::from_str_radix(port, 16).ok() != Some(addr.port()) {
+                continue;
+            }
+            let wildcard = ip.bytes().all(|b| b == b'0');
+            if wildcard || hex_ip(ip) == Some(addr.ip()) {
+                if let Ok(i) = inode.parse() {
+                    out.push(i);
+                }
+            }
+        }
+    }
+    readable.then_some(out)
+}
+
+/// An address as /proc/net/tcp{,6} prints it: 32-bit words in host byte order.
+fn hex_ip(hex: &str) -> Option<std::net::IpAddr> {
+    let words: Option<Vec<u32>> = (0..hex.len() / 8)
+        .map(|i| u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16).ok())
+        .collect();
+    let bytes: Vec<u8> = words?.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    match bytes.len() {
+        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            Some(v6.to_ipv4_mapped().map_or(v6.into(), Into::into))
+        }
+        _ => None,
+    }
+}
+
+/// Does a process of the service hold one of these socket inodes?
+fn owned_by(inodes: &[u64], lineage: &Lineage) -> Evidence {
+    let mut unreadable = None;
+    for pid in lineage.members() {
+        let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            unreadable.get_or_insert(pid);
+            continue;
+        };
+        for e in dir.filter_map(|e| e.ok()) {
+            let Ok(target) = fs::read_link(e.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy();
+            let inode = t
+                .strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if inode.is_some_and(|i| inodes.contains(&i)) {
+                return Evidence::Ours;
+            }
+        }
+    }
+    match unreadable {
+        Some(pid) => Evidence::Unverifiable(format!("the open files of pid {pid} cannot be read")),
+        None => Evidence::No,
+    }
 }
 
 /// An `exec:` check that runs beside the wait loop instead of blocking it, so a service
 /// that dies while the check runs is noticed at once.
+///
+/// Each attempt runs `/bin/sh -c COMMAND` in a process group of its own, under a small
+/// shell wrapper that holds the read end of a lifeline pipe: if pm-start dies, even by
+/// SIGKILL, the pipe reads EOF and the wrapper kills the whole group, so no probe (nor a
+/// child it forked) outlives the start that ran it.
 #[derive(Debug)]
 pub struct ExecProbe {
     command: String,
     cwd: PathBuf,
-    running: Option<(std::process::Child, process::Handle)>,
+    running: Option<Attempt>,
 }
+
+#[derive(Debug)]
+struct Attempt {
+    child: std::process::Child,
+    handle: process::Handle,
+    /// Closing it (pm-start's exit) makes the wrapper kill the group.
+    _lifeline: std::os::fd::OwnedFd,
+}
+
+/// `$1` is the check's command; fd 3 is the lifeline.
+const PROBE_WRAPPER: &str =
+    "{ read -r _ <&3; kill -KILL 0; } & w=$!; eval \"$1\" 3<&-; st=$?; kill $w 2>/dev/null; exit $st";
 
 impl ExecProbe {
     pub fn new(command: &str, cwd: &Path) -> ExecProbe {
@@ -291,7 +459,7 @@ impl ExecProbe {
 
     /// Starts an attempt if none runs; `Some(passed)` once an attempt has finished.
     pub fn poll(&mut self) -> Option<bool> {
-        if let Some((child, _)) = &mut self.running {
+        if let Some(Attempt { child, .. }) = &mut self.running {
             return match child.try_wait() {
                 Ok(None) => None,
                 Ok(Some(status)) => {
@@ -304,17 +472,41 @@ impl ExecProbe {
                 }
             };
         }
-        let child = Command::new("/bin/sh")
-            .args(["-c", &self.command])
+        let Ok((life_r, life_w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+            return Some(false);
+        };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&life_r);
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", PROBE_WRAPPER, "pm-probe", &self.command])
             .current_dir(&self.cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
+            .stderr(Stdio::null());
+        // SAFETY: setpgid and dup2 are async-signal-safe; nothing allocates.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                // dup2 onto itself keeps close-on-exec: clear it by hand in that case.
+                let lifeline = if raw == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(raw, 3)
+                };
+                if libc::setpgid(0, 0) != 0 || lifeline < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn();
+        drop(life_r);
         match child {
             Ok(child) => match process::Handle::of_child(child.id() as i32) {
-                Ok(h) => {
-                    self.running = Some((child, h));
+                Ok(handle) => {
+                    self.running = Some(Attempt {
+                        child,
+                        handle,
+                        _lifeline: life_w,
+                    });
                     None
                 }
                 Err(_) => Some(false),
@@ -325,15 +517,23 @@ impl ExecProbe {
 
     /// The running attempt's pidfd, to wake the wait loop when it finishes.
     pub fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.running.as_ref().and_then(|(_, h)| h.pidfd())
+        self.running.as_ref().and_then(|a| a.handle.pidfd())
+    }
+
+    /// The running attempt's process group (its PID).
+    pub fn pgid(&self) -> Option<i32> {
+        self.running.as_ref().map(|a| a.handle.pid)
     }
 }
 
 impl Drop for ExecProbe {
     fn drop(&mut self) {
-        if let Some((mut child, _)) = self.running.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut a) = self.running.take() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(a.handle.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = a.child.wait();
         }
     }
 }
@@ -456,17 +656,32 @@ mod tests {
 
     #[test]
     fn tcp_and_exec_checks_probe_for_real() {
+        // This test process listens: it is the service, seen from a lineage rooted at
+        // its parent; a lineage of some other start does not own the port.
+        let me = std::process::id() as i32;
+        let ours = Lineage {
+            starter: nix::unistd::getppid().as_raw(),
+            launcher: me,
+            born_after: 0,
+            probe_groups: vec![],
+        };
+        let mut other = Command::new("sleep").arg("100").spawn().unwrap();
+        let theirs = Lineage {
+            starter: other.id() as i32,
+            launcher: other.id() as i32,
+            born_after: 0,
+            probe_groups: vec![],
+        };
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        assert!(tcp_accepts(
-            &format!("127.0.0.1:{port}"),
-            Duration::from_millis(200)
-        ));
+        let target = format!("127.0.0.1:{port}");
+        let t = Duration::from_millis(200);
+        assert_eq!(tcp_ready(&target, t, &ours), Evidence::Ours);
+        assert_eq!(tcp_ready(&target, t, &theirs), Evidence::No);
+        other.kill().unwrap();
+        other.wait().unwrap();
         drop(l);
-        assert!(!tcp_accepts(
-            &format!("127.0.0.1:{port}"),
-            Duration::from_millis(200)
-        ));
+        assert_eq!(tcp_ready(&target, t, &ours), Evidence::No);
         let cwd = Path::new("/");
         let far = Instant::now() + Duration::from_secs(10);
         assert!(exec_succeeds("test -d /proc", cwd, far));

@@ -46,6 +46,16 @@ pub struct Starter {
     pub start_time: u64,
 }
 
+/// A process by identity: its PID and its start time (clock ticks after boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proc {
+    pub pid: i32,
+    pub start_time: u64,
+}
+
+/// The environment variable that marks every process of one start.
+pub const RUN_ID_VAR: &str = "PM_RUN_ID";
+
 /// What the last stop did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -98,6 +108,13 @@ pub struct Record {
     /// RFC 3339 UTC with nanoseconds; also the sort key for "start order".
     pub started_at: Option<String>,
     pub starter: Option<Starter>,
+    /// Unique to one start (`PM_RUN_ID` in the service's environment, inherited by its
+    /// children): what tells this start's orphans from another state directory's service
+    /// of the same NAME.
+    pub run_id: Option<String>,
+    /// Processes outside the service's group that a stop in progress snapshotted, so a
+    /// stop that was killed half-way can be finished by the next one.
+    pub stopping: Vec<Proc>,
     pub stop_signal: String,
     pub stop_timeout_ms: u64,
     pub grace_ms: Option<u64>,
@@ -127,6 +144,8 @@ impl Default for Record {
             boot_id: None,
             started_at: None,
             starter: None,
+            run_id: None,
+            stopping: Vec::new(),
             stop_signal: "TERM".into(),
             stop_timeout_ms: 10_000,
             grace_ms: None,
@@ -141,6 +160,15 @@ impl Default for Record {
 impl Record {
     pub fn stop_timeout(&self) -> Duration {
         Duration::from_millis(self.stop_timeout_ms)
+    }
+
+    /// The environment entry that every process of this start carries. Records written
+    /// before run ids existed fall back to the NAME.
+    pub fn marker(&self) -> String {
+        match &self.run_id {
+            Some(id) => format!("{RUN_ID_VAR}={id}"),
+            None => format!("PM_NAME={}", self.name),
+        }
     }
 
     /// `started_at` parsed, for ordering; records never started sort first.

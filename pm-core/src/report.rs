@@ -21,10 +21,11 @@ pub fn out(text: &str) -> io::Result<()> {
 /// The last `n` lines of a log, from byte `from` on (the part this start wrote).
 pub fn log_tail(path: &Path, from: u64, n: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
+    // The log may have been swapped for a FIFO or a symlink: never open such a thing.
+    let Ok(crate::untrusted::Opened::File(mut f, meta)) = crate::untrusted::open_read(path) else {
         return Vec::new();
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let len = meta.len();
     // Read at most the last 64 KiB: enough for 20 lines, bounded for huge logs.
     let start = from.max(len.saturating_sub(64 * 1024)).min(len);
     if f.seek(SeekFrom::Start(start)).is_err() {

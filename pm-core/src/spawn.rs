@@ -7,8 +7,8 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +18,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::error::{Error, ExecFailure, Result};
 use crate::process::Handle;
+use crate::untrusted;
 
 /// Who the service runs as (`--user USER[:GROUP]`), resolved before forking.
 #[derive(Debug, Clone)]
@@ -97,17 +98,23 @@ impl Spawned {
     }
 }
 
-/// Opens (creating if needed) the log for appending; with `owner`, a new log is given to
-/// that user so the service can reopen it (e.g. on SIGHUP/USR1 log reopen).
+/// Opens (creating if needed) the log for appending. The log may sit in a directory the
+/// service's user can write, so it is opened the careful way (no symlink, FIFO or extra
+/// hard link), and only a log this call created is given to `owner` (so the service can
+/// reopen it on SIGHUP/USR1): chowning whatever is there would hand over a file planted
+/// in its place.
 pub fn open_log(path: &Path, owner: Option<&Credentials>) -> Result<File> {
-    let file = File::options()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    if let Some(c) = owner {
+    let (file, created) = match untrusted::open_append(path, 0o640) {
+        Ok(Ok(opened)) => opened,
+        Ok(Err(refused)) => {
+            return Err(Error::io(
+                path,
+                io::Error::other(format!("refusing the log: it {refused}")),
+            ))
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if let (Some(c), true) = (owner, created) {
         nix::unistd::fchown(&file, Some(c.uid), Some(c.gid))
             .map_err(|e| Error::io(path, crate::error::errno(e)))?;
     }
@@ -115,7 +122,17 @@ pub fn open_log(path: &Path, owner: Option<&Credentials>) -> Result<File> {
 }
 
 /// Spawns the service detached. See the module docs for what "detached" means.
-pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned> {
+///
+/// `before_exec` runs once the child exists — in its own session, with its PID and start
+/// time known — but before it can run the command: the child waits on a pipe for the go
+/// that follows a successful `before_exec`. pm-start records the service there, so a
+/// pm-start killed at any moment leaves either a recorded service or none at all: if this
+/// process dies (or `before_exec` fails) first, the pipe closes and the child exits
+/// without running anything.
+pub fn spawn(
+    spec: &SpawnSpec<'_>,
+    before_exec: &mut dyn FnMut(&Handle) -> Result<()>,
+) -> Result<Spawned> {
     let program = spec
         .argv
         .first()
@@ -150,9 +167,13 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned> {
             .env("HOME", &c.home);
     }
     let creds = spec.user.cloned();
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(errno_os);
+    let (pid_r, pid_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let (pid_w_raw, go_r_raw, go_w_raw) = (pid_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
     // SAFETY: the hook runs between fork and exec and calls only async-signal-safe
-    // functions (setsid, signal, sigprocmask, setgroups/setgid/setuid, fcntl); nothing
-    // allocates.
+    // functions (setsid, signal, sigprocmask, getpid, write, read, close,
+    // setgroups/setgid/setuid, fcntl); nothing allocates.
     unsafe {
         cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
@@ -166,6 +187,24 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned> {
             }
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
                 .map_err(io::Error::from)?;
+            // Say who we are, then wait for the go. Only the parent holds the go pipe's
+            // write end (our copy is closed first), so its death reads as EOF.
+            let me = libc::getpid().to_ne_bytes();
+            if libc::write(pid_w_raw, me.as_ptr().cast(), me.len()) != me.len() as isize {
+                return Err(io::Error::last_os_error());
+            }
+            libc::close(go_w_raw);
+            let mut go = [0u8; 1];
+            loop {
+                let n = libc::read(go_r_raw, go.as_mut_ptr().cast(), 1);
+                if n == 1 {
+                    break;
+                }
+                if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(io::Error::from_raw_os_error(libc::ECANCELED));
+            }
             if let Some(c) = &creds {
                 nix::unistd::setgroups(&c.groups).map_err(io::Error::from)?;
                 nix::unistd::setgid(c.gid).map_err(io::Error::from)?;
@@ -174,7 +213,7 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned> {
             crate::sys::cloexec_from(3)
         });
     }
-    let child = cmd.spawn().map_err(|e| {
+    let exec_error = |e: io::Error| {
         let kind = match e.kind() {
             io::ErrorKind::NotFound => ExecFailure::NotFound,
             io::ErrorKind::PermissionDenied => ExecFailure::PermissionDenied,
@@ -185,9 +224,49 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<Spawned> {
             kind,
             err: e,
         }
-    })?;
-    let handle = Handle::of_child(child.id() as i32)?;
-    Ok(Spawned { child, handle })
+    };
+    // std's spawn returns only once the child has exec'd (or failed to), so it runs on a
+    // thread of its own while this one hears from the child and records it.
+    std::thread::scope(|scope| {
+        let spawner = scope.spawn(move || {
+            let r = cmd.spawn();
+            drop(pid_w); // with the child's copy gone too: EOF if it never said its PID
+            r
+        });
+        let mut go_w = Some(go_w);
+        let gate = (|| -> Result<Handle> {
+            let mut buf = [0u8; 4];
+            File::from(pid_r)
+                .read_exact(&mut buf)
+                .map_err(|e| Error::Os(format!("{program}: the child did not start: {e}")))?;
+            let handle = Handle::of_child(i32::from_ne_bytes(buf))?;
+            before_exec(&handle)?;
+            let go = go_w.take().map(File::from);
+            go.ok_or_else(|| Error::Os("go pipe".into()))?
+                .write_all(b"g")
+                .map_err(|e| Error::Os(format!("{program}: releasing the child: {e}")))?;
+            Ok(handle)
+        })();
+        drop(go_w); // on failure: EOF, and the child exits without exec
+        let child = spawner
+            .join()
+            .map_err(|_| Error::Os("the spawning thread panicked".into()))?;
+        match (gate, child) {
+            (Ok(handle), Ok(child)) => Ok(Spawned { child, handle }),
+            (Ok(_), Err(e)) => Err(exec_error(e)),
+            (Err(e), Ok(mut child)) => {
+                // Cannot happen (no go, no exec), but never leave it running.
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
+    })
+}
+
+fn errno_os(e: nix::errno::Errno) -> Error {
+    Error::Os(format!("pipe: {e}"))
 }
 
 #[cfg(test)]
@@ -210,13 +289,16 @@ mod tests {
 
     fn run(argv: &[&str], dir: &Path, env: &[(String, String)]) -> Result<Guard> {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        spawn(&SpawnSpec {
-            argv: &argv,
-            cwd: dir,
-            env,
-            log: &dir.join("svc.log"),
-            user: None,
-        })
+        spawn(
+            &SpawnSpec {
+                argv: &argv,
+                cwd: dir,
+                env,
+                log: &dir.join("svc.log"),
+                user: None,
+            },
+            &mut |_| Ok(()),
+        )
         .map(Guard)
     }
 
@@ -292,6 +374,46 @@ mod tests {
             log,
             format!("old line\nhello there\n{}\noops\n", cwd.display())
         );
+    }
+
+    #[test]
+    fn nothing_runs_before_the_caller_recorded_it_nor_when_recording_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let argv: Vec<String> = ["touch", marker.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let spec = SpawnSpec {
+            argv: &argv,
+            cwd: dir.path(),
+            env: &[],
+            log: &dir.path().join("svc.log"),
+            user: None,
+        };
+        let e = spawn(&spec, &mut |h| {
+            // The child exists, leads its own session, and has not run the command.
+            let s = Stat::read(h.pid).unwrap().unwrap();
+            assert_eq!((s.pgrp, s.session), (h.pid, h.pid));
+            assert!(!marker.exists());
+            Err(Error::Os("record write failed".into()))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("record write failed"), "{e}");
+        assert!(
+            !marker.exists(),
+            "the command ran although it was never recorded"
+        );
+        let mut seen = None;
+        let mut g = spawn(&spec, &mut |h| {
+            seen = Some(h.pid);
+            Ok(())
+        })
+        .map(Guard)
+        .unwrap();
+        assert_eq!(seen, Some(g.0.pid()));
+        assert!(g.0.child.wait().unwrap().success());
+        assert!(marker.exists());
     }
 
     #[test]

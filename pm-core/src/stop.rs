@@ -32,8 +32,10 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 /// What to stop and how.
 #[derive(Debug)]
 pub struct Plan {
-    /// The service's NAME (its processes carry `PM_NAME=NAME`).
-    pub name: String,
+    /// The environment entry every process of this start carries (`PM_RUN_ID=…`, see
+    /// [`crate::record::Record::marker`]): with the leader gone, only such processes are
+    /// adopted from a recorded group or session, whose id may have been reused.
+    pub marker: String,
     /// The verified leader, if it is still alive and ours.
     pub leader: Option<Handle>,
     /// Recorded process group and session of the service (usually both = leader PID).
@@ -45,7 +47,13 @@ pub struct Plan {
     pub timeout: Duration,
     /// Escalate to SIGKILL after the timeout (false for `--no-kill`).
     pub kill: bool,
+    /// Processes an interrupted stop had snapshotted outside the group (from the record):
+    /// still stopped if they still are those processes.
+    pub known: Vec<Proc>,
 }
+
+/// A process by identity: PID and start time (clock ticks after boot).
+pub use crate::record::Proc;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +168,34 @@ impl Targets {
             .collect()
     }
 
+    /// Adds the processes an earlier, interrupted stop had recorded, if they still are
+    /// those processes.
+    fn add_known(&mut self, known: &[Proc], boot: &str) -> Result<()> {
+        for p in known {
+            if !self.seen.insert(p.pid) {
+                continue;
+            }
+            let expect = Expect::StartTime {
+                start_time: p.start_time,
+                boot_id: boot.to_string(),
+            };
+            if let Ok(h) = Handle::open(p.pid, &expect)? {
+                self.handles.push(h);
+            }
+        }
+        Ok(())
+    }
+
+    fn procs(&self) -> Vec<Proc> {
+        self.handles
+            .iter()
+            .map(|h| Proc {
+                pid: h.pid,
+                start_time: h.start_time,
+            })
+            .collect()
+    }
+
     fn all(&self) -> Vec<usize> {
         (0..self.handles.len()).collect()
     }
@@ -198,9 +234,9 @@ struct Scope {
     /// Nothing born before the service's leader belongs to it.
     born_after: u64,
     /// Set when the leader was already gone: a recorded group or session id may then
-    /// have been reused after the whole service died, so only processes that carry the
-    /// service's `PM_NAME=NAME` (pm-start puts it in the environment, children inherit
-    /// it) are adopted.
+    /// have been reused after the whole service died, so only processes that carry this
+    /// start's marker (pm-start puts it in the environment, children inherit it) are
+    /// adopted — not just the NAME, which another state directory may use too.
     marker: Option<String>,
 }
 
@@ -217,11 +253,18 @@ impl Scope {
 
 /// Runs the plan. Returns only when everything is gone, or when it is certain that
 /// something cannot be stopped.
-pub fn stop(mut plan: Plan) -> Result<Outcome> {
+///
+/// `journal` is called with the processes outside the group before anything is sent to
+/// them (and only when there are some): the caller records them, so a stop that is
+/// killed half-way can be finished by the next one — they cannot be found again by group
+/// or session once the leader is gone. One deadline (`plan.timeout` from now) covers the
+/// group, the session and the sweep.
+pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc]) -> Result<()>) -> Result<Outcome> {
     process::raise_fd_limit();
     let leader = plan.leader.take();
     let boot = process::boot_id()?;
     let started = Instant::now();
+    let deadline = process::deadline(plan.timeout);
     let leader_stat = match &leader {
         Some(l) => Stat::read(l.pid)?.filter(|s| !s.is_zombie() && s.start_time == l.start_time),
         None => None,
@@ -240,9 +283,7 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
     };
     let scope = Scope {
         born_after: plan.born_after,
-        marker: leader_stat
-            .is_none()
-            .then(|| format!("PM_NAME={}", plan.name)),
+        marker: leader_stat.is_none().then(|| plan.marker.clone()),
     };
     // With the leader alive: its own group/session, or the recorded ones it still is in
     // (a daemon tracked through its PID file may sit in its launcher's). With the leader
@@ -261,13 +302,26 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
     let kill_group = pgid.filter(|g| leader_stat.is_some() && own_pgrp != Some(*g));
     let leader_pid = leader.as_ref().map_or(0, |l| l.pid);
     let fast_path = fast.is_some();
-    let snapshot: Vec<Stat> = match fast {
+    let mut snapshot: Vec<Stat> = match fast {
         Some(d) => d,
         None => process::members(&stats, leader_pid, pgid, sid, plan.born_after),
     }
     .into_iter()
     .filter(|s| scope.admits(s))
     .collect();
+    // With the leader gone, a worker that left the group and the session (and whose
+    // parent died too) is found only by this start's marker, which is unique to it; a
+    // NAME-only marker (records from before run ids) is not enough to adopt that way.
+    if leader_stat.is_none() && plan.marker.starts_with(crate::record::RUN_ID_VAR) {
+        let known: HashSet<i32> = snapshot.iter().map(|s| s.pid).collect();
+        let marked: Vec<Stat> = stats
+            .iter()
+            .filter(|s| !known.contains(&s.pid) && s.start_time >= plan.born_after)
+            .filter(|s| scope.admits(s))
+            .cloned()
+            .collect();
+        snapshot.extend(marked);
+    }
 
     let mut group = Targets::new();
     if let Some(l) = leader {
@@ -281,9 +335,13 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
     rest.seen.extend(group.seen.iter().copied());
     let rest_stats: Vec<Stat> = snapshot.iter().filter(|s| !in_group(s)).cloned().collect();
     rest.add(&rest_stats, &boot)?;
+    rest.add_known(&plan.known, &boot)?;
 
     if group.handles.is_empty() && rest.handles.is_empty() {
         return Ok(Outcome::AlreadyGone);
+    }
+    if !rest.handles.is_empty() || !plan.known.is_empty() {
+        journal(&rest.procs())?;
     }
 
     // Phase 1: the leader and its group.
@@ -298,7 +356,7 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
             &scope,
             &boot,
             &plan,
-            started,
+            (started, deadline),
             &mut escalated,
         )? {
             return Ok(o);
@@ -333,7 +391,11 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
             })
             .cloned(),
     );
+    let before = rest.handles.len();
     rest.add(&extra, &boot)?;
+    if rest.handles.len() > before {
+        journal(&rest.procs())?;
+    }
     let live = rest.live();
     let swept = live.len();
     if swept > 0 {
@@ -348,7 +410,7 @@ pub fn stop(mut plan: Plan) -> Result<Outcome> {
             &scope,
             &boot,
             &plan,
-            started,
+            (started, deadline),
             &mut escalated,
         )? {
             return Ok(o);
@@ -371,7 +433,7 @@ struct Ids {
 }
 
 /// One round of graceful-then-certain: the stop signal to `which` (and their group), wait
-/// up to the timeout, SIGKILL, wait again. `Some(outcome)` when something is left.
+/// until the stop's deadline, SIGKILL, wait again. `Some(outcome)` when something is left.
 #[allow(clippy::too_many_arguments)]
 fn phase(
     t: &mut Targets,
@@ -380,7 +442,7 @@ fn phase(
     scope: &Scope,
     boot: &str,
     plan: &Plan,
-    started: Instant,
+    (started, deadline): (Instant, Instant),
     escalated: &mut bool,
 ) -> Result<Option<Outcome>> {
     let fail = |t: &Targets, escalated: bool, reason: String| Outcome::Failed {
@@ -393,7 +455,6 @@ fn phase(
     if let Err(e) = send(t, which, ids.kill_group, plan.signal) {
         return Ok(Some(fail(t, *escalated, e.to_string())));
     }
-    let deadline = process::deadline(plan.timeout);
     if wait_group(t, ids.pgid, scope, boot, plan.signal, deadline)? {
         return Ok(None);
     }
@@ -594,6 +655,18 @@ impl Report {
 pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result<Report> {
     let _lock = sd.lock(name)?;
     let ins = inspect(sd, name, opts.pidfile_template.as_deref());
+    stop_inspected(sd, name, ins, opts, by)
+}
+
+/// [`stop_name`] for a caller that already holds the name's lock and has inspected it
+/// (pm-start, which stops what is left of a dead run before starting a new one).
+pub fn stop_inspected(
+    sd: &StateDir,
+    name: &Name,
+    ins: crate::status::Inspection,
+    opts: &Options,
+    by: &str,
+) -> Result<Report> {
     if let Some(e) = ins.error {
         return Err(e);
     }
@@ -633,8 +706,8 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
         _ => (None, None),
     };
     let stopped_pid = leader.as_ref().map(|h| h.pid);
-    let outcome = stop(Plan {
-        name: name.to_string(),
+    let plan = Plan {
+        marker: record.map_or_else(|| format!("PM_NAME={name}"), |r| r.marker()),
         leader,
         pgid,
         sid,
@@ -642,7 +715,22 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
         signal,
         timeout,
         kill: !opts.no_kill,
-    })?;
+        known: record
+            .filter(|_| this_boot)
+            .map(|r| r.stopping.clone())
+            .unwrap_or_default(),
+    };
+    let mut journaled: Option<Vec<Proc>> = None;
+    let mut journal = |procs: &[Proc]| -> Result<()> {
+        if let Some(r) = record {
+            let mut r = r.clone();
+            r.stopping = procs.to_vec();
+            sd.write_record(&r)?;
+        }
+        journaled = Some(procs.to_vec());
+        Ok(())
+    };
+    let outcome = stop(plan, &mut journal)?;
 
     if opts.leftovers_only && outcome == Outcome::AlreadyGone {
         return Ok(Report::NotRunning { note: None });
@@ -675,9 +763,13 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
     if let Some(r) = record.filter(|_| !already_stopped) {
         let mut r = r.clone();
         r.last_stop = Some(outcome.last_stop(by));
+        if let Some(j) = journaled {
+            r.stopping = j;
+        }
         if outcome.is_success() {
             r.phase = Phase::Stopped;
             r.starter = None;
+            r.stopping.clear();
         }
         sd.write_record(&r)?;
     }
@@ -707,13 +799,16 @@ mod tests {
     fn start(script: &str) -> Svc {
         let dir = tempfile::tempdir().unwrap();
         let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
-        let s = spawn(&SpawnSpec {
-            argv: &argv,
-            cwd: dir.path(),
-            env: &[("PM_NAME".to_string(), "unit".to_string())],
-            log: &dir.path().join("log"),
-            user: None,
-        })
+        let s = spawn(
+            &SpawnSpec {
+                argv: &argv,
+                cwd: dir.path(),
+                env: &[("PM_NAME".to_string(), "unit".to_string())],
+                log: &dir.path().join("log"),
+                user: None,
+            },
+            &mut |_| Ok(()),
+        )
         .unwrap();
         Svc { s, dir }
     }
@@ -747,7 +842,7 @@ mod tests {
         .unwrap()
         .ok();
         Plan {
-            name: "unit".into(),
+            marker: "PM_NAME=unit".into(),
             leader,
             pgid: Some(pid),
             sid: Some(pid),
@@ -755,7 +850,12 @@ mod tests {
             signal,
             timeout,
             kill,
+            known: Vec::new(),
         }
+    }
+
+    fn run(p: Plan) -> Result<Outcome> {
+        stop(p, &mut |_| Ok(()))
     }
 
     fn gone(pid: i32) -> bool {
@@ -769,7 +869,7 @@ mod tests {
             .iter()
             .map(|l| l.parse().unwrap())
             .collect();
-        let out = stop(plan(
+        let out = run(plan(
             &mut svc,
             Signal::SIGTERM,
             Duration::from_secs(10),
@@ -796,7 +896,7 @@ mod tests {
     fn escalates_when_term_is_ignored_and_no_kill_does_not() {
         let mut svc = start("trap '' TERM; echo ready; while :; do sleep 0.05; done");
         wait_lines(&svc, 1);
-        let out = stop(plan(
+        let out = run(plan(
             &mut svc,
             Signal::SIGTERM,
             Duration::from_millis(300),
@@ -812,7 +912,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(process::is_alive(svc.s.pid()));
-        let out = stop(plan(
+        let out = run(plan(
             &mut svc,
             Signal::SIGTERM,
             Duration::from_millis(300),
@@ -841,7 +941,7 @@ mod tests {
         let escapee: i32 = wait_lines(&svc, 1)[0].parse().unwrap();
         let s = Stat::read(escapee).unwrap().unwrap();
         assert_ne!(s.session, svc.s.pid());
-        let out = stop(plan(
+        let out = run(plan(
             &mut svc,
             Signal::SIGTERM,
             Duration::from_secs(10),
@@ -863,7 +963,7 @@ mod tests {
         let mut p = plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true);
         assert!(p.leader.is_none());
         p.leader = None;
-        let out = stop(p).unwrap();
+        let out = run(p).unwrap();
         assert!(matches!(out, Outcome::Stopped { .. }), "{out:?}");
         assert!(gone(kid));
     }
@@ -876,14 +976,14 @@ mod tests {
         let kid: i32 = wait_lines(&svc, 1)[0].parse().unwrap();
         let _ = svc.s.child.wait();
         let mut p = plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true);
-        p.name = "somebody-else".into();
-        assert_eq!(stop(p).unwrap(), Outcome::AlreadyGone);
+        p.marker = "PM_NAME=somebody-else".into();
+        assert_eq!(run(p).unwrap(), Outcome::AlreadyGone);
         assert!(
             process::is_alive(kid),
             "a process without our name was signalled"
         );
         let p = plan(&mut svc, Signal::SIGTERM, Duration::from_secs(10), true);
-        assert!(matches!(stop(p).unwrap(), Outcome::Stopped { .. }));
+        assert!(matches!(run(p).unwrap(), Outcome::Stopped { .. }));
         assert!(gone(kid));
     }
 
@@ -891,7 +991,7 @@ mod tests {
     fn nothing_running_is_already_gone() {
         let mut svc = start("exit 0");
         let _ = svc.s.child.wait();
-        let out = stop(plan(
+        let out = run(plan(
             &mut svc,
             Signal::SIGTERM,
             Duration::from_secs(1),

@@ -17,9 +17,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use pm_core::process::{self, Stat};
 use pm_core::ready::{Check, LogFollower, NotifySocket, PidfileBaseline};
-use pm_core::record::{self, Failure, LastStop, Phase, PidfileBy, Record, Starter};
+use pm_core::record::{self, Failure, LastStop, Phase, PidfileBy, Record, RUN_ID_VAR};
 use pm_core::report::{log_tail, say};
 use pm_core::spawn::{self, Credentials, SpawnSpec};
+use pm_core::start::{self, Awaited};
 use pm_core::status::{inspect, State};
 use pm_core::{duration, signal, stop, Code, Name, StateDir};
 
@@ -266,37 +267,116 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         pm_core::name::check_template(t)?;
     }
     let sd = StateDir::resolve(cli.state_dir.as_deref(), true)?;
-    let lock = sd.lock(&name)?;
+    let mut lock = sd.lock(&name)?;
     // Blocked only now: while waiting for the lock, Ctrl-C simply ends pm-start.
     let interrupts = interrupt_fd()?;
-    let prior = sd.read_record(&name)?;
-    let spec = Spec::build(&cli, name.clone(), &sd, prior.as_ref())?;
-    let creds = spec.user.as_deref().map(Credentials::resolve).transpose()?;
-    if let Some(c) = &creds {
-        let me = nix::unistd::geteuid();
-        if !me.is_root() && me != c.uid {
-            bail!(
-                "--user {}: only root can start a service as another user",
-                c.user
-            );
+    let mut waited_for_another = false;
+    let (prior, spec, creds, seen) = loop {
+        let prior = sd.read_record(&name)?;
+        let spec = Spec::build(&cli, name.clone(), &sd, prior.as_ref())?;
+        let creds = spec.user.as_deref().map(Credentials::resolve).transpose()?;
+        if let Some(c) = &creds {
+            let me = nix::unistd::geteuid();
+            if !me.is_root() && me != c.uid {
+                bail!(
+                    "--user {}: only root can start a service as another user",
+                    c.user
+                );
+            }
         }
-    }
+        let seen = inspect(&sd, &name, None);
+        if let Some(e) = seen.error {
+            return Err(e).context("refusing to replace a record that cannot be read; remove it if the service is not running");
+        }
+        match seen.state {
+            State::Running => {
+                let pid = seen.pid().map_or("?".into(), |p| p.to_string());
+                say(TOOL, name.as_str(), format!("already running, pid {pid}"));
+                if cli.print_pid {
+                    pm_core::report::out(&format!("{pid}\n"))?;
+                }
+                return Ok(Code::Ok.into());
+            }
+            State::Starting => {
+                // "0" means the service is up: wait for the other start's outcome.
+                let Some((starter, boot, limit)) = seen.record.as_ref().and_then(|r| {
+                    let limit = Duration::from_millis(r.ready_timeout_ms)
+                        .saturating_add(r.stop_timeout())
+                        .saturating_add(stop::KILL_WAIT)
+                        .saturating_add(Duration::from_secs(10));
+                    Some((r.starter.clone()?, r.boot_id.clone()?, limit))
+                }) else {
+                    bail!("a concurrent start is recorded without its starter");
+                };
+                say(
+                    TOOL,
+                    name.as_str(),
+                    format!(
+                        "another pm-start (pid {}) is starting it; waiting for its outcome",
+                        starter.pid
+                    ),
+                );
+                drop(lock);
+                match start::await_starter(&starter, &boot, &interrupts, limit)? {
+                    Awaited::Finished => {}
+                    Awaited::Interrupted(sig) => {
+                        say(
+                            TOOL,
+                            name.as_str(),
+                            "interrupted while waiting for the other start",
+                        );
+                        return Ok(ExitCode::from(128u8.saturating_add(sig as u8)));
+                    }
+                    Awaited::TimedOut => {
+                        bail!("the concurrent start (pid {}) did not finish", starter.pid)
+                    }
+                }
+                waited_for_another = true;
+                lock = sd.lock(&name)?;
+                continue;
+            }
+            _ if waited_for_another => {
+                let why = seen
+                    .record
+                    .as_ref()
+                    .and_then(|r| r.failure.as_ref())
+                    .map_or_else(|| seen.state.as_str().to_string(), |f| f.reason.clone());
+                say(
+                    TOOL,
+                    name.as_str(),
+                    format!("the concurrent start failed: {why}"),
+                );
+                return Ok(Code::Failure.into());
+            }
+            _ => break (prior, spec, creds, seen),
+        }
+    };
 
-    let seen = inspect(&sd, &name, None);
-    if let Some(e) = seen.error {
-        return Err(e).context("refusing to replace a record that cannot be read; remove it if the service is not running");
-    }
-    if matches!(seen.state, State::Running | State::Starting) {
-        let pid = seen.pid().map_or("?".into(), |p| p.to_string());
-        say(
-            TOOL,
-            name.as_str(),
-            format!("already {}, pid {pid}", seen.state.as_str()),
-        );
-        if cli.print_pid {
-            pm_core::report::out(&format!("{pid}\n"))?;
+    // A dead run may have left workers behind (its leader crashed): stop them first, or
+    // the new record would orphan them for good.
+    if seen.state == State::Dead && seen.record.is_some() {
+        let opts = stop::Options {
+            leftovers_only: true,
+            ..stop::Options::default()
+        };
+        match stop::stop_inspected(&sd, &name, seen, &opts, TOOL)? {
+            stop::Report::Ran(o) if !o.is_success() => {
+                let r = stop::Report::Ran(o);
+                bail!(
+                    "what is left of the previous run cannot be stopped: {}",
+                    r.describe()
+                );
+            }
+            stop::Report::Ran(o) => say(
+                TOOL,
+                name.as_str(),
+                format!(
+                    "stopped what was left of the previous run: {}",
+                    stop::Report::Ran(o).describe()
+                ),
+            ),
+            _ => {}
         }
-        return Ok(Code::Ok.into());
     }
 
     let checks = spec.checks.clone();
@@ -316,8 +396,11 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
     } else {
         None
     };
+    let mut rec = spec.record(prior.as_ref());
+    rec.run_id = Some(start::new_run_id()?);
     let mut env = spec.env.clone();
     env.push(("PM_NAME".into(), name.to_string()));
+    env.push((RUN_ID_VAR.into(), rec.run_id.clone().unwrap_or_default()));
     if let Some(n) = &notify {
         env.push((
             "NOTIFY_SOCKET".into(),
@@ -337,19 +420,32 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
     // start can still find (and stop) them by parent PID.
     let _ = nix::sys::prctl::set_child_subreaper(true);
 
-    let mut rec = spec.record(prior.as_ref());
     rec.started_at = Some(record::now_rfc3339());
-    let spawned = spawn::spawn(&SpawnSpec {
-        argv: &spec.argv,
-        cwd: &spec.cwd,
-        env: &env,
-        log: &spec.log,
-        user: creds.as_ref(),
-    });
+    rec.starter = start::me_as_starter()?;
+    let spawned_at = pm_core::untrusted::coarse_now();
+    // The record names the child before the child can run the command (see spawn()).
+    let spawned = spawn::spawn(
+        &SpawnSpec {
+            argv: &spec.argv,
+            cwd: &spec.cwd,
+            env: &env,
+            log: &spec.log,
+            user: creds.as_ref(),
+        },
+        &mut |h| record_spawn(&sd, &spec, &mut rec, h),
+    );
     let spawned = match spawned {
         Ok(s) => s,
         Err(e) => {
+            // Nothing ran: the child (if one was forked) never got to exec the command.
+            if spec.pidfile_by == PidfileBy::Pm {
+                if let Some(pid) = rec.pid {
+                    let _ = pm_core::pidfile::remove_if_names(&spec.pidfile, pid);
+                }
+            }
+            (rec.pid, rec.pgid, rec.sid, rec.start_time) = (None, None, None, None);
             rec.phase = Phase::Failed;
+            rec.starter = None;
             rec.failure = Some(Failure {
                 at: record::now_rfc3339(),
                 reason: e.to_string(),
@@ -360,11 +456,6 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
             return Ok(Code::Failure.into());
         }
     };
-    if let Err(e) = record_spawn(&sd, &spec, &mut rec, &spawned) {
-        // Never leave a service running that no record knows about.
-        let _ = cleanup(&rec, Tracked::Child(spawned), &spec);
-        return Err(e);
-    }
     // Not held while waiting: pm-stop must be able to stop a service that is starting.
     drop(lock);
 
@@ -381,41 +472,42 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         grace,
         ready_timeout: spec.ready_timeout,
         born_after: rec.start_time.unwrap_or(0),
+        spawned_at,
+        name: spec.name.as_str(),
         execs: Default::default(),
+        noted: false,
     };
     let end = waiter.run();
-    let tracked = waiter.tracked;
+    let tracked = waiter.into_tracked();
     drop(notify);
     finish(&sd, &spec, rec, tracked, end, log_from, cli.print_pid)
 }
 
-/// Writes the record (and pm's PID file) for a process just spawned: phase `starting`,
-/// with this pm-start as the starter, so pm-status says `starting` and pm-stop can act.
+/// Writes the record (and pm's PID file) for a process just spawned and not yet running
+/// its command: phase `starting`, with this pm-start as the starter, so pm-status says
+/// `starting` and pm-stop can act.
 fn record_spawn(
     sd: &StateDir,
     spec: &Spec,
     rec: &mut Record,
-    spawned: &spawn::Spawned,
-) -> Result<()> {
-    let me = Stat::read(std::process::id() as i32)?;
+    spawned: &process::Handle,
+) -> pm_core::Result<()> {
     rec.phase = Phase::Starting;
-    rec.pid = Some(spawned.pid());
-    rec.pgid = Some(spawned.pid());
-    rec.sid = Some(spawned.pid());
-    rec.start_time = Some(spawned.handle.start_time);
+    rec.pid = Some(spawned.pid);
+    rec.pgid = Some(spawned.pid);
+    rec.sid = Some(spawned.pid);
+    rec.start_time = Some(spawned.start_time);
     rec.boot_id = Some(process::boot_id()?);
-    rec.starter = me.map(|m| Starter {
-        pid: m.pid,
-        start_time: m.start_time,
-    });
+    rec.stopping.clear();
     if spec.pidfile_by == PidfileBy::Pm {
-        pm_core::pidfile::write(&spec.pidfile, spawned.pid())?;
+        pm_core::pidfile::write(&spec.pidfile, spawned.pid)?;
     }
-    sd.write_record(rec)?;
-    Ok(())
+    sd.write_record(rec)
 }
 
-/// Records and reports how the wait ended; cleans up after a failed start.
+/// Records and reports how the wait ended; cleans up after a failed start. Every failure
+/// after the spawn — the service not ready, an interrupt, a record that cannot be
+/// written — stops what was spawned before pm-start exits 1.
 fn finish(
     sd: &StateDir,
     spec: &Spec,
@@ -428,12 +520,13 @@ fn finish(
     let name = spec.name.as_str();
     let (reason, code) = match end {
         WaitEnd::Ready { pid, start_time } => {
-            let _lock = sd.lock(&spec.name)?;
+            let lock = sd.lock(&spec.name)?;
             let now = sd.read_record(&spec.name)?;
             if now.as_ref().map(|r| (r.phase, r.started_at.clone()))
                 != Some((Phase::Starting, rec.started_at.clone()))
             {
                 // pm-stop ran while we waited; a daemon found after that must not survive it.
+                drop(lock);
                 cleanup(&rec, tracked, spec)?;
                 say(TOOL, name, "was stopped while starting");
                 return Ok(Code::Failure.into());
@@ -450,7 +543,22 @@ fn finish(
                 rec.pgid = Some(s.pgrp);
                 rec.sid = Some(s.session);
             }
-            sd.write_record(&rec)?;
+            match sd.write_record(&rec) {
+                Ok(()) => {}
+                Err(e) => {
+                    // Ready but not recorded as running: "exit 1" must mean nothing runs.
+                    drop(lock);
+                    let reason = format!("cannot record it as running: {e}");
+                    let outcome = cleanup(&rec, tracked, spec);
+                    say(
+                        TOOL,
+                        name,
+                        format!("failed to start: {reason}; it was stopped"),
+                    );
+                    outcome?;
+                    return Ok(Code::Failure.into());
+                }
+            }
             say(
                 TOOL,
                 name,
@@ -506,13 +614,13 @@ fn finish(
         if let Some(o) = &outcome {
             rec.last_stop = Some(o.clone());
         }
-        sd.write_record(&rec)?;
         if spec.pidfile_by == PidfileBy::Pm {
             if let Some(pid) = rec.pid {
                 pm_core::pidfile::remove_if_names(&spec.pidfile, pid)?;
             }
         }
         say(TOOL, name, format!("failed to start: {reason}"));
+        sd.write_record(&rec)?;
     }
     let tail = log_tail(&spec.log, log_from, TAIL_LINES);
     if !tail.is_empty() {
@@ -526,9 +634,7 @@ fn finish(
 
 /// Stops what a failed start leaves behind; returns what happened for the record.
 fn cleanup(rec: &Record, tracked: Tracked, spec: &Spec) -> Result<Option<LastStop>> {
-    // Our own child is not reaped until the end: as a zombie it keeps its PID, and so its
-    // group and session ids, from being reused while we stop what is left of them.
-    let (leader, born_after, mut child) = match tracked {
+    let (leader, born_after, child) = match tracked {
         Tracked::Child(c) => {
             let st = c.handle.start_time;
             (Some(c.handle), st, Some(c.child))
@@ -539,45 +645,14 @@ fn cleanup(rec: &Record, tracked: Tracked, spec: &Spec) -> Result<Option<LastSto
         }
         Tracked::None => (None, rec.start_time.unwrap_or(0), None),
     };
-    let plan = |leader: Option<process::Handle>, pgid, sid| stop::Plan {
-        name: spec.name.to_string(),
-        leader: leader.filter(|h| !h.is_gone()),
-        pgid,
-        sid,
+    Ok(start::stop_failed(
+        rec,
+        leader,
         born_after,
-        signal: spec.stop_signal,
-        timeout: spec.stop_timeout,
-        kill: true,
-    };
-    let mut outcome = stop::stop(plan(leader, rec.pgid, rec.sid))?;
-    // Daemons that forked away from the service reparented to us (we are a subreaper).
-    let me = std::process::id() as i32;
-    let boot = process::boot_id()?;
-    for s in process::scan() {
-        if s.ppid != me
-            || s.start_time < born_after
-            || child.as_ref().is_some_and(|c| c.id() as i32 == s.pid)
-        {
-            continue;
-        }
-        let expect = process::Expect::StartTime {
-            start_time: s.start_time,
-            boot_id: boot.clone(),
-        };
-        if let Ok(h) = process::Handle::open(s.pid, &expect)? {
-            let o = stop::stop(plan(Some(h), None, None))?;
-            if !o.is_success() || outcome == stop::Outcome::AlreadyGone {
-                outcome = o;
-            }
-        }
-    }
-    if let Some(c) = child.as_mut() {
-        let _ = c.try_wait();
-    }
-    Ok(match outcome {
-        stop::Outcome::AlreadyGone => None,
-        o => Some(o.last_stop(TOOL)),
-    })
+        child,
+        spec.stop_signal,
+        spec.stop_timeout,
+    )?)
 }
 
 #[cfg(test)]

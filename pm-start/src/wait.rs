@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
-use pm_core::process::{self, Handle};
+use pm_core::process::{self, Handle, Lineage};
 use pm_core::ready::{self, Check, LogFollower, NotifySocket, PidfileBaseline};
 use pm_core::record::PidfileBy;
 use pm_core::signal;
@@ -66,8 +66,14 @@ pub struct Waiter<'a> {
     pub ready_timeout: Duration,
     /// Start time of the launched process: a daemon or MAINPID must not be older.
     pub born_after: u64,
+    /// The coarse wall clock just before the spawn: a `file:` must not be older.
+    pub spawned_at: SystemTime,
+    /// The service's NAME, for messages.
+    pub name: &'a str,
     /// `exec:` checks in progress, by check index.
     pub execs: HashMap<usize, ready::ExecProbe>,
+    /// A note that a check could not be verified has been printed.
+    pub noted: bool,
 }
 
 fn failed(reason: String) -> WaitEnd {
@@ -79,6 +85,31 @@ fn failed(reason: String) -> WaitEnd {
 }
 
 impl Waiter<'_> {
+    /// The tracked process, once the probes are gone (they must not outlive the wait,
+    /// nor be taken for the service's processes by a clean-up).
+    pub fn into_tracked(self) -> Tracked {
+        self.tracked
+    }
+
+    /// The processes of this start (see [`Lineage`]).
+    fn lineage(&self) -> Lineage {
+        Lineage {
+            starter: std::process::id() as i32,
+            launcher: match &self.tracked {
+                Tracked::Child(s) => s.pid(),
+                Tracked::Other(h) => h.pid,
+                Tracked::None => 0,
+            },
+            born_after: self.born_after,
+            probe_groups: self.execs.values().filter_map(|e| e.pgid()).collect(),
+        }
+    }
+
+    /// Whether a process the service names (MAINPID=, its PID file) is one of this start's.
+    fn of_this_start(&self, pid: i32) -> bool {
+        self.lineage().contains(pid)
+    }
+
     pub fn run(&mut self) -> WaitEnd {
         let grace_end = process::deadline(self.grace);
         let deadline = process::deadline(self.ready_timeout).max(grace_end);
@@ -189,6 +220,9 @@ impl Waiter<'_> {
         if pid == h.pid {
             return Some(ready(h));
         }
+        if !self.of_this_start(pid) {
+            return None;
+        }
         let daemon = Handle::open(pid, &expect).ok()?.ok()?;
         let end = ready(&daemon);
         self.tracked = Tracked::Other(daemon);
@@ -206,11 +240,17 @@ impl Waiter<'_> {
                 owner: None,
             };
             // Only the launched process or one it started can be the service's main process.
+            // The pidfd is opened first, so the check below is about this very process.
             match Handle::open(main, &now) {
-                Ok(Ok(h)) if h.start_time >= self.born_after => self.tracked = Tracked::Other(h),
-                Ok(Ok(_)) => {
+                Ok(Ok(h)) if self.of_this_start(main) => self.tracked = Tracked::Other(h),
+                Ok(Ok(h)) if h.start_time < self.born_after => {
                     return Some(failed(format!(
                         "MAINPID={main} names a process older than the service"
+                    )))
+                }
+                Ok(Ok(_)) => {
+                    return Some(failed(format!(
+                        "MAINPID={main} is not a process of the service (neither the process pm started nor one it forked)"
                     )))
                 }
                 _ => return Some(failed(format!("MAINPID={main} is not a live process"))),
@@ -264,8 +304,10 @@ impl Waiter<'_> {
                 if let Some((pid, expect)) =
                     ready::fresh_pid(self.pidfile, &self.baseline, self.born_after)
                 {
-                    if let Ok(Ok(h)) = Handle::open(pid, &expect) {
-                        self.tracked = Tracked::Other(h);
+                    if self.of_this_start(pid) {
+                        if let Ok(Ok(h)) = Handle::open(pid, &expect) {
+                            self.tracked = Tracked::Other(h);
+                        }
                     }
                 }
                 None
@@ -281,9 +323,19 @@ impl Waiter<'_> {
                     ready::fresh_pid(self.pidfile, &self.baseline, self.born_after).is_some()
                 }
             },
-            Check::Tcp(t) => ready::tcp_accepts(t, Duration::from_millis(100)),
-            Check::Unix(p) => ready::unix_accepts(p),
-            Check::File(p) => p.exists(),
+            Check::Tcp(t) => {
+                let e = ready::tcp_ready(t, Duration::from_millis(100), &self.lineage());
+                self.judge(c, e)
+            }
+            Check::Unix(p) => {
+                let e = ready::unix_ready(p, &self.lineage());
+                self.judge(c, e)
+            }
+            // Evidence from this start: written after the spawn, and not a symlink to
+            // something older.
+            Check::File(p) => {
+                pm_core::untrusted::entry_mtime(p).is_some_and(|t| t >= self.spawned_at)
+            }
             Check::Exec(cmd) => self
                 .execs
                 .entry(index)
@@ -292,6 +344,27 @@ impl Waiter<'_> {
                 .unwrap_or(false),
             Check::Log(re) => self.follower.matches(re),
             Check::Notify => self.notify.as_deref().is_some_and(|n| n.ready),
+        }
+    }
+}
+
+impl Waiter<'_> {
+    /// A listener that accepts but cannot be traced to the service still counts, said once.
+    fn judge(&mut self, c: &Check, e: ready::Evidence) -> bool {
+        match e {
+            ready::Evidence::Ours => true,
+            ready::Evidence::No => false,
+            ready::Evidence::Unverifiable(why) => {
+                if !self.noted {
+                    self.noted = true;
+                    pm_core::report::say(
+                        "pm-start",
+                        self.name,
+                        format!("note: {} accepts, but whether the service listens cannot be verified ({why}); counting it as ready", describe(c)),
+                    );
+                }
+                true
+            }
         }
     }
 }

@@ -5,13 +5,16 @@
 //! `NOTIFY_SOCKET` cleared, and on drop kills every process that carries its unique state
 //! directory in its environment (pm passes the environment on to services), so no process
 //! outlives its test, even when the test fails. It never kills by name.
+//!
+//! The harness judges pm with its own small /proc reader, [`procfs`], never with pm-core's
+//! code, so a bug there cannot hide itself; zombies count as gone everywhere.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -19,7 +22,9 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 pub use assert_cmd::Command;
-pub use pm_core::process::{is_alive, Stat};
+
+pub mod procfs;
+pub use procfs::{cmdline, environ, is_alive, Stat};
 
 /// Generous limit for anything a test waits for (tests must not hang, not time things).
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -77,16 +82,40 @@ impl Sandbox {
     /// sandbox as cwd and `PM_STATE_DIR`, a hard timeout so a hang fails instead of blocking.
     pub fn cmd(&self, tool: &str) -> Command {
         let mut c = Command::new(bin_dir().join(tool));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET" {
-                c.env_remove(&k);
-            }
+        for k in unclean_env() {
+            c.env_remove(k);
         }
         c.env("PM_STATE_DIR", &self.state)
             .current_dir(self.dir.path())
             .timeout(Duration::from_secs(120));
         c
+    }
+
+    /// A std `Command` for any program with the same clean environment, cwd and
+    /// `PM_STATE_DIR` as [`Sandbox::cmd`] (so the sandbox's clean-up finds what it starts);
+    /// stdio is left to the caller.
+    pub fn std_cmd(&self, program: impl AsRef<OsStr>) -> std::process::Command {
+        let mut c = std::process::Command::new(program);
+        for k in unclean_env() {
+            c.env_remove(k);
+        }
+        c.env("PM_STATE_DIR", &self.state)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Starts a process the test owns (not through pm), e.g. an unrelated `sleep`, with
+    /// stdio on /dev/null; see [`Owned`].
+    pub fn own(&self, argv: &[&str]) -> Owned {
+        let child = self
+            .std_cmd(argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
+        Owned(child)
     }
 
     /// Runs `pm-start NAME [ARGS...]` and returns its output (whatever the exit code).
@@ -107,11 +136,28 @@ impl Sandbox {
         self.pid(name).expect("record has a pid")
     }
 
-    pub fn stop(&self, names: &[&str]) -> Output {
+    /// `pm-stop ARGS...`, whatever the exit code.
+    pub fn stop(&self, args: &[&str]) -> Output {
         self.cmd("pm-stop")
-            .args(names)
+            .args(args)
             .output()
             .expect("run pm-stop")
+    }
+
+    /// `pm-stopall ARGS...`, whatever the exit code.
+    pub fn stopall(&self, args: &[&str]) -> Output {
+        self.cmd("pm-stopall")
+            .args(args)
+            .output()
+            .expect("run pm-stopall")
+    }
+
+    /// `pm-status ARGS...`, whatever the exit code.
+    pub fn status(&self, args: &[&str]) -> Output {
+        self.cmd("pm-status")
+            .args(args)
+            .output()
+            .expect("run pm-status")
     }
 
     /// `pm-status --json NAMES...` parsed.
@@ -143,6 +189,13 @@ impl Sandbox {
         serde_json::from_str(&text).ok()
     }
 
+    /// The record, which must exist.
+    #[track_caller]
+    pub fn rec(&self, name: &str) -> Value {
+        self.record(name)
+            .unwrap_or_else(|| panic!("no readable record {name}.json in {}", self.state.display()))
+    }
+
     pub fn pid(&self, name: &str) -> Option<i32> {
         self.record(name)?["pid"].as_i64().map(|p| p as i32)
     }
@@ -156,14 +209,11 @@ impl Sandbox {
         let needle = format!("PM_STATE_DIR={}", self.state.display());
         let me = std::process::id() as i32;
         let mut out = Vec::new();
-        for pid in all_pids() {
+        for pid in procfs::pids() {
             if pid == me {
                 continue;
             }
-            let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
-                continue;
-            };
-            if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && is_alive(pid) {
+            if environ(pid).contains(&needle) && is_alive(pid) {
                 out.push(pid);
             }
         }
@@ -209,14 +259,31 @@ impl Drop for Owned {
     }
 }
 
-fn all_pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// The caller's variables that must not reach pm or a service: `PM_*`,
+/// `XDG_RUNTIME_DIR`, `NOTIFY_SOCKET`.
+fn unclean_env() -> Vec<String> {
+    std::env::vars_os()
+        .map(|(k, _)| k.to_string_lossy().into_owned())
+        .filter(|k| k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET")
+        .collect()
+}
+
+/// The `/proc/PID/stat` of a process that must exist (a zombie is returned too).
+#[track_caller]
+pub fn stat(pid: i32) -> Stat {
+    Stat::read(pid).unwrap_or_else(|| panic!("pid {pid} is not in /proc"))
+}
+
+/// SIGKILLs a process the test itself may kill, and waits until it is gone.
+#[track_caller]
+pub fn sigkill(pid: i32) {
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+    wait_until(&format!("pid {pid} is gone"), || !is_alive(pid));
+}
+
+/// A path as `&str`, for argument lists.
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
 }
 
 /// Command, exit status, stdout and stderr, for failure messages.
@@ -235,6 +302,11 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lines of stderr.
+pub fn stderr_lines(out: &Output) -> Vec<String> {
+    stderr(out).lines().map(String::from).collect()
 }
 
 #[track_caller]
@@ -274,7 +346,7 @@ pub fn assert_gone(pid: i32) {
 
 /// Live (non-zombie) processes in process group `pgid`, or in session `sid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    pm_core::process::scan()
+    procfs::scan()
         .into_iter()
         .filter(|s| s.pgrp == pgid || s.session == pgid)
         .map(|s| s.pid)
@@ -283,7 +355,7 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
 
 /// Live descendants of `pid` (by parent PID).
 pub fn descendants(pid: i32) -> Vec<i32> {
-    let stats = pm_core::process::scan();
+    let stats = procfs::scan();
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let mut queue = vec![pid];

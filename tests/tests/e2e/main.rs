@@ -2,10 +2,10 @@
 //! per topic, all on the shared harness in `pm_tests` (the `Sandbox`, the /proc reader).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod attack;
+mod faults;
 mod install;
 mod services;
 mod start;
 mod status;
 mod stop;
-mod attack;
-mod faults;

@@ -20,7 +20,6 @@ use std::net::TcpStream;
 use std::ops::Deref;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -65,7 +64,7 @@ impl Guard {
         pids.extend(group_members(pid));
         let mut seen = self.seen.borrow_mut();
         for p in pids {
-            if let Ok(Some(s)) = Stat::read(p) {
+            if let Some(s) = Stat::read(p) {
                 if !seen.contains(&(p, s.start_time)) {
                     seen.push((p, s.start_time));
                 }
@@ -88,10 +87,6 @@ impl Guard {
         assert_success(&out, &format!("pm-start {name}"));
         self.track_name(name)
     }
-
-    fn stopall(&self) -> Output {
-        self.cmd("pm-stopall").output().expect("run pm-stopall")
-    }
 }
 
 impl Drop for Guard {
@@ -107,7 +102,7 @@ impl Drop for Guard {
         for _ in 0..100 {
             let mut any = false;
             for &(pid, st) in &seen {
-                let ours = matches!(Stat::read(pid), Ok(Some(s)) if s.start_time == st);
+                let ours = matches!(Stat::read(pid), Some(s) if s.start_time == st);
                 if ours && is_alive(pid) {
                     any = true;
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -173,10 +168,6 @@ fn program(prog: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 /// Everything of a service that must be gone after pm-stop: the leader, its group and
 /// session, and its descendants, snapshotted while it runs.
 fn snapshot(pid: i32) -> Vec<i32> {
@@ -193,14 +184,14 @@ fn assert_all_gone(what: &str, pids: &[i32]) {
     let left: Vec<String> = pids
         .iter()
         .filter(|p| is_alive(**p))
-        .map(|p| format!("{p} {:?}", Stat::read(*p).ok().flatten().map(|s| s.comm)))
+        .map(|p| format!("{p} {:?}", Stat::read(*p).map(|s| s.comm)))
         .collect();
     assert!(left.is_empty(), "{what}: still running: {left:?}");
 }
 
 /// Live children of `pid` whose command name starts with `comm`.
 fn children_named(pid: i32, comm: &str) -> Vec<i32> {
-    pm_core::process::scan()
+    procfs::scan()
         .into_iter()
         .filter(|s| s.ppid == pid && s.comm.starts_with(comm) && is_alive(s.pid))
         .map(|s| s.pid)
@@ -208,14 +199,9 @@ fn children_named(pid: i32, comm: &str) -> Vec<i32> {
 }
 
 /// `cmdline` of a process, arguments joined by spaces (the process title for daemons
-/// that set one).
-fn cmdline(pid: i32) -> String {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&raw)
-        .split('\0')
-        .filter(|a| !a.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+/// that set one); empty when it is gone.
+fn title(pid: i32) -> String {
+    cmdline(pid).join(" ")
 }
 
 /// `GET PATH` over HTTP/1.0; the whole response.
@@ -250,11 +236,6 @@ fn redis(port: u16, args: &[&str]) -> String {
         }
         None => line,
     }
-}
-
-/// Stderr lines of a tool run, for order checks.
-fn lines(out: &Output) -> Vec<String> {
-    stderr(out).lines().map(String::from).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -344,7 +325,7 @@ impl Nginx {
         });
         let w = children_named(master, "nginx");
         for p in &w {
-            assert!(cmdline(*p).contains("worker process"), "{}", cmdline(*p));
+            assert!(title(*p).contains("worker process"), "{}", title(*p));
         }
         w
     }
@@ -641,14 +622,14 @@ fn nginx_foreground_serves_and_leaves_no_worker() {
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("hello from nginx"), "{page}");
     assert!(
-        cmdline(master).contains("master process"),
+        title(master).contains("master process"),
         "{}",
-        cmdline(master)
+        title(master)
     );
     let workers = ng.workers(master);
     g.track(master);
     for w in &workers {
-        let st = Stat::read(*w).unwrap().unwrap();
+        let st = stat(*w);
         assert_eq!(
             (st.pgrp, st.session),
             (master, master),
@@ -706,14 +687,14 @@ fn nginx_self_daemonizing_is_followed_through_its_pid_file() {
         .parse()
         .unwrap();
     assert_eq!(master, in_file, "record pid vs nginx.pid");
-    let st = Stat::read(master).unwrap().expect("master alive");
+    let st = Stat::read(master).expect("master alive");
     assert_eq!(st.session, master, "master leads its own session");
     // (Not the record's sid: nginx's launcher writes nginx.pid before the master's
     // setsid(), so pm-start may see the master still in the launcher's session.)
     assert!(
-        cmdline(master).contains("master process"),
+        title(master).contains("master process"),
         "{}",
-        cmdline(master)
+        title(master)
     );
     let workers = ng.workers(master);
     g.track(master);
@@ -790,9 +771,9 @@ fn php_fpm_runs_two_children_and_pm_stop_leaves_none() {
     let kids = fpm.children(master);
     g.track(master);
     assert!(
-        cmdline(master).contains("master process"),
+        title(master).contains("master process"),
         "{}",
-        cmdline(master)
+        title(master)
     );
     wait_until("php-fpm wrote its PID file", || fpm.pidfile.exists());
 
@@ -876,7 +857,7 @@ fn postgres_as_unprivileged_user_keeps_a_row_and_shuts_down_cleanly() {
     let all = snapshot(pm);
     assert!(
         all.iter()
-            .any(|p| *p != pm && Stat::read(*p).unwrap().is_some_and(|s| s.session == *p)),
+            .any(|p| *p != pm && Stat::read(*p).is_some_and(|s| s.session == *p)),
         "expected postgres children in sessions of their own: {all:?}"
     );
 
@@ -1022,9 +1003,9 @@ fn the_stack_starts_reports_and_stops_newest_first() {
     );
 
     let t = Instant::now();
-    let out = g.stopall();
+    let out = g.stopall(&[]);
     assert_success(&out, "pm-stopall");
-    let order: Vec<String> = lines(&out)
+    let order: Vec<String> = stderr_lines(&out)
         .iter()
         .filter_map(|l| l.strip_prefix("pm-stopall: "))
         .filter_map(|l| l.split(':').next())
@@ -1050,7 +1031,7 @@ fn the_stack_starts_reports_and_stops_newest_first() {
     g.up("redis", &[]);
     assert_eq!(pg.sql("SELECT v FROM kept"), "stacked");
     assert_eq!(redis(r.port, &["GET", "stack-key"]), "stacked");
-    assert_success(&g.stopall(), "pm-stopall");
+    assert_success(&g.stopall(&[]), "pm-stopall");
     assert_eq!(pg.cluster_state(), "shut down");
 }
 
@@ -1092,7 +1073,7 @@ while True:
         v
     };
     g.track(leader);
-    let st = Stat::read(child).unwrap().expect("child alive");
+    let st = Stat::read(child).expect("child alive");
     assert_eq!(st.session, child, "the child leads a session of its own");
     assert_ne!(st.pgrp, leader);
 

@@ -12,24 +12,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pm_tests::*;
-use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
 // helpers
-
-/// The record, which must exist.
-#[track_caller]
-fn rec(sb: &Sandbox, name: &str) -> Value {
-    sb.record(name)
-        .unwrap_or_else(|| panic!("no readable record {name}.json in {}", sb.state.display()))
-}
-
-#[track_caller]
-fn stat(pid: i32) -> Stat {
-    Stat::read(pid)
-        .unwrap()
-        .unwrap_or_else(|| panic!("pid {pid} is not in /proc"))
-}
 
 /// PID == PGID == SID, exactly fds 0, 1, 2, stdin /dev/null, stdout and stderr the log.
 #[track_caller]
@@ -70,28 +55,6 @@ fn assert_detached_with_sockets(pid: i32, log: &Path) {
     assert_eq!(link(2), log, "stderr of {pid}");
 }
 
-fn environ(pid: i32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/environ"))
-        .unwrap()
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-fn cmdline(pid: i32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap()
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// `pm-start NAME ARGS...` as a std child (not waited for), with the sandbox's clean
 /// environment; stdout/stderr go to files (never pipes a leaked fd could hold open).
 struct Running {
@@ -108,17 +71,10 @@ struct Done {
     took: Duration,
 }
 
+/// [`Sandbox::std_cmd`] with `$PM_START_BIN` set and stdin on /dev/null.
 fn clean_std_cmd(sb: &Sandbox, program: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET" {
-            c.env_remove(&k);
-        }
-    }
-    c.env("PM_STATE_DIR", &sb.state)
-        .env("PM_START_BIN", bin_dir().join("pm-start"))
-        .current_dir(sb.dir.path())
+    let mut c = sb.std_cmd(program);
+    c.env("PM_START_BIN", bin_dir().join("pm-start"))
         .stdin(Stdio::null());
     c
 }
@@ -283,7 +239,7 @@ fn http_server_ready_on_tcp_is_a_detached_session_leader() {
     c.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
     assert_eq!(sb.state_of("web"), "running");
-    assert_eq!(rec(&sb, "web")["phase"], "running");
+    assert_eq!(sb.rec("web")["phase"], "running");
     assert_eq!(sb.processes(), vec![pid]);
 }
 
@@ -300,7 +256,7 @@ fn sleep_starts_and_the_record_holds_everything() {
             "--env",
             "A=1",
             "--ready",
-            "file:/",
+            "pidfile",
             "--ready-timeout",
             "7s",
             "--",
@@ -311,7 +267,7 @@ fn sleep_starts_and_the_record_holds_everything() {
     let pid = started_pid(&sb, &out, "web");
     assert_detached(pid, &sb.state.join("web.log"));
     assert_eq!(cmdline(pid), ["sleep", "100"]);
-    let r = rec(&sb, "web");
+    let r = sb.rec("web");
     let st = stat(pid);
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     assert_eq!(r["version"], 1, "{r:#}");
@@ -341,7 +297,7 @@ fn sleep_starts_and_the_record_holds_everything() {
     );
     assert_eq!(r["stop_signal"], "INT");
     assert_eq!(r["stop_timeout_ms"], 3000);
-    assert_eq!(r["ready"], serde_json::json!(["file:/"]));
+    assert_eq!(r["ready"], serde_json::json!(["pidfile"]));
     assert_eq!(r["ready_timeout_ms"], 7000);
     assert_eq!(r["phase"], "running");
     // The env given with --env is the service's.
@@ -390,7 +346,7 @@ fn command_exiting_at_once_fails_with_status_and_log_tail() {
         !err.contains("| L2."),
         "more than the last lines shown: {err}"
     );
-    let r = rec(&sb, "web");
+    let r = sb.rec("web");
     assert_eq!(r["phase"], "failed", "{r:#}");
     assert_eq!(r["failure"]["exit_code"], 3);
     assert!(r["failure"]["reason"]
@@ -415,7 +371,7 @@ fn command_killed_by_a_signal_says_which() {
         &["--", "sh", "-c", "echo about to die; kill -KILL $$"],
     );
     assert_failed(&out, "killed by SIGKILL", Some("about to die"));
-    let r = rec(&sb, "web");
+    let r = sb.rec("web");
     assert_eq!(r["phase"], "failed");
     assert_eq!(r["failure"]["signal"], "KILL", "{r:#}");
     assert!(sb.processes().is_empty());
@@ -440,7 +396,7 @@ fn missing_command_is_not_found() {
             "{}",
             describe(&out)
         );
-        let r = rec(&sb, name);
+        let r = sb.rec(name);
         assert_eq!(r["phase"], "failed");
         assert!(r["pid"].is_null(), "nothing was spawned: {r:#}");
         assert!(r["failure"]["reason"]
@@ -459,7 +415,7 @@ fn non_executable_file_is_permission_denied() {
     let out = sb.start("web", &["--", s(&p)]);
     assert_failed(&out, "permission denied", None);
     assert!(!stderr(&out).contains("not found"), "{}", describe(&out));
-    assert_eq!(rec(&sb, "web")["phase"], "failed");
+    assert_eq!(sb.rec("web")["phase"], "failed");
     assert!(sb.processes().is_empty(), "{:?}", sb.processes());
 }
 
@@ -491,13 +447,18 @@ fn survives_the_grace_then_counts_as_started() {
     let sb = Sandbox::new();
     let t = Instant::now();
     let out = sb.start("web", &["--grace", "1s", "--", "sleep", "100"]);
+    let took = t.elapsed();
     let pid = started_pid(&sb, &out, "web");
     assert!(
-        t.elapsed() >= Duration::from_secs(1),
-        "returned before the grace: {:?}",
-        t.elapsed()
+        took >= Duration::from_secs(1),
+        "returned before the grace: {took:?}"
     );
-    assert_eq!(rec(&sb, "web")["grace_ms"], 1000);
+    // Generous (2 cores, tests in parallel), but a grace taken for much longer fails.
+    assert!(
+        took < Duration::from_secs(10),
+        "waited {took:?} for a 1s grace"
+    );
+    assert_eq!(sb.rec("web")["grace_ms"], 1000);
     assert!(is_alive(pid));
 }
 
@@ -552,7 +513,7 @@ fn daemon_test(with_ready: bool) {
     assert_eq!(pid, written, "record pid is not the daemon's own");
     assert_ne!(pid, decoy.id() as i32, "took the stale PID file");
     let st = stat(pid);
-    let r = rec(&sb, "daemon");
+    let r = sb.rec("daemon");
     assert_eq!(r["pidfile"], s(&pidfile));
     assert_eq!(r["pidfile_by"], "service");
     assert_eq!(r["start_time"], st.start_time);
@@ -635,7 +596,7 @@ fn log_defaults_to_the_state_dir_and_log_option_appends() {
     let pid = started_pid(&sb, &out, "b");
     let custom = sb.path("b-custom.log");
     assert_detached(pid, &custom);
-    assert_eq!(rec(&sb, "b")["log"], s(&custom));
+    assert_eq!(sb.rec("b")["log"], s(&custom));
     wait_until("the custom log has the new line", || {
         fs::read_to_string(&custom).unwrap() == "earlier line\nhello-b\n"
     });
@@ -680,7 +641,7 @@ fn cwd_env_and_pm_name_reach_the_service() {
     wait_until("the service logged its view", || {
         sb.log("svc") == format!("[hello there][a=b][svc] in {}\n", wd.display())
     });
-    let r = rec(&sb, "svc");
+    let r = sb.rec("svc");
     assert_eq!(r["cwd"], s(&sb.path("work dir")));
     assert_eq!(
         r["env"],
@@ -825,7 +786,7 @@ fn ready_unix_waits_for_the_socket_to_accept() {
     );
     let pid = started_pid(&sb, &out, "svc");
     std::os::unix::net::UnixStream::connect(&sock).expect("socket accepts once ready");
-    assert_eq!(rec(&sb, "svc")["ready"], serde_json::json!([ready]));
+    assert_eq!(sb.rec("svc")["ready"], serde_json::json!([ready]));
     assert!(is_alive(pid));
 }
 
@@ -978,7 +939,7 @@ fn ready_notify_honours_mainpid() {
     let main: i32 = fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
     assert_eq!(pid, main, "record pid is not MAINPID");
     let st = stat(main);
-    let r = rec(&sb, "svc");
+    let r = sb.rec("svc");
     assert_eq!(r["start_time"], st.start_time);
     assert_eq!(r["sid"], st.session);
     assert_eq!(sb.state_of("svc"), "running");
@@ -1039,7 +1000,7 @@ fn ready_timeout_stops_the_service_and_shows_the_log() {
         "gave up before the timeout: {took:?}"
     );
     assert!(took < Duration::from_secs(20), "{took:?}");
-    let r = rec(&sb, "svc");
+    let r = sb.rec("svc");
     let pid = r["pid"].as_i64().unwrap() as i32;
     assert_gone(pid);
     assert!(sb.processes().is_empty(), "{:?}", sb.processes());
@@ -1058,6 +1019,7 @@ fn ready_timeout_stops_the_service_and_shows_the_log() {
 #[test]
 fn ready_timeout_kills_a_service_that_ignores_the_stop_signal() {
     let sb = Sandbox::new();
+    let t = Instant::now();
     let out = sb.start(
         "svc",
         &[
@@ -1073,8 +1035,19 @@ fn ready_timeout_kills_a_service_that_ignores_the_stop_signal() {
             "trap '' TERM; echo ignoring TERM; while :; do sleep 0.05; done",
         ],
     );
+    let took = t.elapsed();
     assert_failed(&out, "not ready within", Some("ignoring TERM"));
-    let r = rec(&sb, "svc");
+    // 500ms ready timeout, then 500ms stop timeout before SIGKILL: at least 1s, and well
+    // before the 10s default stop timeout (or the 30s default ready timeout) would end.
+    assert!(
+        took >= Duration::from_secs(1),
+        "escalated before the ready and stop timeouts passed: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "the 500ms ready or stop timeout was not used: {took:?}"
+    );
+    let r = sb.rec("svc");
     assert_gone(r["pid"].as_i64().unwrap() as i32);
     assert!(sb.processes().is_empty(), "{:?}", sb.processes());
     assert_eq!(r["last_stop"]["escalated"], true, "{r:#}");
@@ -1103,7 +1076,7 @@ fn dying_while_waiting_fails_at_once_not_at_the_timeout() {
         took < Duration::from_secs(15),
         "waited {took:?} of a 60s ready timeout"
     );
-    assert_eq!(rec(&sb, "svc")["failure"]["exit_code"], 5);
+    assert_eq!(sb.rec("svc")["failure"]["exit_code"], 5);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1114,7 +1087,7 @@ fn already_running_succeeds_and_spawns_nothing() {
     let sb = Sandbox::new();
     let out = sb.start("web", &["--", "sleep", "100"]);
     let pid = started_pid(&sb, &out, "web");
-    let before = rec(&sb, "web");
+    let before = sb.rec("web");
     let again = sb.start(
         "web",
         &["--", "sh", "-c", "touch second-spawned; exec sleep 100"],
@@ -1128,7 +1101,7 @@ fn already_running_succeeds_and_spawns_nothing() {
     );
     assert!(!sb.path("second-spawned").exists(), "a second command ran");
     assert_eq!(sb.processes(), vec![pid]);
-    assert_eq!(rec(&sb, "web"), before, "the record changed");
+    assert_eq!(sb.rec("web"), before, "the record changed");
 }
 
 #[test]
@@ -1166,8 +1139,7 @@ fn a_record_whose_process_died_does_not_count_as_running() {
     let sb = Sandbox::new();
     let out = sb.start("web", &["--", "sleep", "100"]);
     let old = started_pid(&sb, &out, "web");
-    kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
-    wait_until("the service is gone", || !is_alive(old));
+    sigkill(old);
     assert_eq!(sb.state_of("web"), "dead");
     let out = sb.start("web", &["--", "sleep", "100"]);
     let new = started_pid(&sb, &out, "web");
@@ -1183,7 +1155,7 @@ fn a_record_whose_pid_belongs_to_someone_else_does_not_count_as_running() {
     let old = started_pid(&sb, &out, "web");
     // Pretend the PID was reused: the recorded start time no longer matches the process.
     let path = sb.state.join("web.json");
-    let mut r = rec(&sb, "web");
+    let mut r = sb.rec("web");
     r["start_time"] = (r["start_time"].as_u64().unwrap() + 12345).into();
     fs::write(&path, serde_json::to_string_pretty(&r).unwrap()).unwrap();
     assert_eq!(sb.state_of("web"), "dead");
@@ -1200,7 +1172,7 @@ fn a_record_whose_pid_belongs_to_someone_else_does_not_count_as_running() {
     let mut want = vec![old, new];
     want.sort_unstable();
     assert_eq!(live, want);
-    assert_eq!(rec(&sb, "web")["start_time"], stat(new).start_time);
+    assert_eq!(sb.rec("web")["start_time"], stat(new).start_time);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1232,9 +1204,8 @@ fn no_command_restarts_from_the_record() {
     args.extend(argv);
     let out = sb.start("web", &args);
     let first = started_pid(&sb, &out, "web");
-    let rec1 = rec(&sb, "web");
-    kill(Pid::from_raw(first), Signal::SIGKILL).unwrap();
-    wait_until("the first run is gone", || !is_alive(first));
+    let rec1 = sb.rec("web");
+    sigkill(first);
 
     // Started from a different directory, with nothing but the name.
     let out = sb
@@ -1253,7 +1224,7 @@ fn no_command_restarts_from_the_record() {
     wait_until("both runs logged", || {
         sb.log("web") == format!("{line}{line}")
     });
-    let rec2 = rec(&sb, "web");
+    let rec2 = sb.rec("web");
     for k in [
         "command",
         "cwd",
@@ -1287,6 +1258,15 @@ fn no_command_and_no_record_exits_4() {
 
 /// Starts `pm-start svc` with a ready check that never passes; returns once pm-status
 /// says `starting` and the service runs.
+/// Nobody holds the flock on `path` right now.
+fn lock_is_free(path: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
+}
+
 fn start_waiting(sb: &Sandbox) -> (Running, i32) {
     let run = spawn_start(
         sb,
@@ -1306,9 +1286,15 @@ fn start_waiting(sb: &Sandbox) -> (Running, i32) {
     wait_until("pm-status says starting", || {
         sb.state_of("svc") == "starting"
     });
+    // pm-start records the service before it may exec, and lets go of the lock once it
+    // has: wait for both, so a test that holds pm-start still does not hold the lock.
+    wait_until(
+        "the service runs and pm-start waits without the lock",
+        || sb.log("svc").contains("waiting-service") && lock_is_free(&sb.state.join("svc.lock")),
+    );
     let pid = sb.pid("svc").unwrap();
     assert!(is_alive(pid));
-    assert_eq!(rec(sb, "svc")["phase"], "starting");
+    assert_eq!(sb.rec("svc")["phase"], "starting");
     (run, pid)
 }
 
@@ -1358,7 +1344,7 @@ fn interrupt_test(sig: Signal, code: i32) {
     );
     assert_gone(pid);
     assert!(sb.processes().is_empty(), "{:?}", sb.processes());
-    let r = rec(&sb, "svc");
+    let r = sb.rec("svc");
     assert_eq!(r["phase"], "failed", "{r:#}");
     assert_ne!(sb.state_of("svc"), "starting");
 }
@@ -1389,7 +1375,7 @@ fn a_late_failure_never_overwrites_a_newer_starts_record() {
     let done = run_a.finish(Duration::from_secs(30));
     assert!(!done.status.success(), "{}", done.describe());
     assert_eq!(sb.pid("svc"), Some(pid_b), "A overwrote B's record");
-    assert_eq!(rec(&sb, "svc")["phase"], "running");
+    assert_eq!(sb.rec("svc")["phase"], "running");
     assert_eq!(sb.state_of("svc"), "running");
     assert!(is_alive(pid_b));
 }

@@ -23,40 +23,12 @@ use serde_json::Value;
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// A std Command with the same clean environment the harness gives pm tools.
-fn clean(sb: &Sandbox, prog: impl AsRef<std::ffi::OsStr>) -> StdCommand {
-    let mut c = StdCommand::new(prog);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET" {
-            c.env_remove(&k);
-        }
-    }
-    c.env("PM_STATE_DIR", &sb.state).current_dir(sb.dir.path());
-    c
-}
-
 /// An unrelated process (not started by pm): `sleep 1000`.
 fn sleeper(sb: &Sandbox) -> Owned {
-    let child = clean(sb, "sleep")
-        .arg("1000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sleep");
-    let o = Owned(child);
+    let o = sb.own(&["sleep", "1000"]);
     let pid = o.pid();
     wait_until("the sleeper runs", || is_alive(pid));
     o
-}
-
-/// `pm-status ARGS...`, whatever the exit code.
-fn status(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.cmd("pm-status")
-        .args(args)
-        .output()
-        .expect("run pm-status")
 }
 
 fn json_of(out: &Output) -> Vec<Value> {
@@ -106,15 +78,6 @@ fn words(line: &str) -> Vec<(usize, usize, String)> {
     out
 }
 
-fn sigkill(pid: i32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    wait_until(&format!("pid {pid} is gone"), || !is_alive(pid));
-}
-
 /// Sets a file's mtime one minute into the past, as the brief says: `touch -d '-1 min'`.
 fn backdate(path: &Path) {
     let out = StdCommand::new("touch")
@@ -132,8 +95,7 @@ fn record_bytes(sb: &Sandbox, name: &str) -> Vec<u8> {
 
 /// `pm-stop [ARGS...]`, asserting success.
 fn stop_ok(sb: &Sandbox, args: &[&str]) {
-    let out = sb.cmd("pm-stop").args(args).output().expect("run pm-stop");
-    assert_success(&out, "pm-stop");
+    assert_success(&sb.stop(args), "pm-stop");
 }
 
 /// Uptime as pm prints it: `42s`, `3m12s`, `2h5m`, `4d1h`.
@@ -186,7 +148,7 @@ fn lists_every_record_in_start_order_and_named_ones_in_given_order() {
     assert_eq!(names_of(&all), ["cc", "aa", "bb"]);
     assert!(all.iter().all(|o| o["state"] == "running"), "{all:?}");
 
-    let out = status(&sb, &[]);
+    let out = sb.status(&[]);
     assert_code(&out, 0);
     let table = stdout(&out);
     let first_words: Vec<&str> = table
@@ -205,7 +167,7 @@ fn lists_every_record_in_start_order_and_named_ones_in_given_order() {
     let pf = sb.path("ext.pid");
     fs::write(&pf, format!("{}\n", ext.pid())).unwrap();
     let template = format!("{}/{{name}}.pid", sb.dir.path().display());
-    let out = status(&sb, &["--json", "--pidfile", &template, "aa", "ext", "cc"]);
+    let out = sb.status(&["--json", "--pidfile", &template, "aa", "ext", "cc"]);
     assert_code(&out, 0);
     let arr = json_of(&out);
     assert_eq!(names_of(&arr), ["aa", "ext", "cc"]);
@@ -239,7 +201,7 @@ fn lists_every_record_in_start_order_and_named_ones_in_given_order() {
     assert_eq!(names_of(&json_of(&out)), ["cc", "aa", "bb"]);
 
     // A template that names no file: unknown.
-    let out = status(&sb, &["--pidfile", &template, "ghost"]);
+    let out = sb.status(&["--pidfile", &template, "ghost"]);
     assert_code(&out, 4);
 }
 
@@ -255,7 +217,7 @@ fn running_service_is_verified_against_the_kernel() {
     assert_eq!(o["state"], "running", "{o}");
     assert_eq!(o["pid"], pid);
     assert_eq!(o["pgid"], pid, "pm-start makes the service a group leader");
-    let out = status(&sb, &["web"]);
+    let out = sb.status(&["web"]);
     assert_code(&out, 0);
     let r = row(&stdout(&out), "web");
     let w = words(&r);
@@ -273,7 +235,8 @@ fn running_service_is_verified_against_the_kernel() {
 fn starting_while_pm_start_waits_for_readiness() {
     let sb = Sandbox::new();
     let ready = sb.path("ready-flag");
-    let mut starter = clean(&sb, bin_dir().join("pm-start"))
+    let mut starter = sb
+        .std_cmd(bin_dir().join("pm-start"))
         .arg("slow")
         .arg("--ready")
         .arg(format!("file:{}", ready.display()))
@@ -298,12 +261,12 @@ fn starting_while_pm_start_waits_for_readiness() {
     let pid = o["pid"].as_i64().expect("a starting service has a pid") as i32;
     assert!(is_alive(pid));
     assert_eq!(sb.pid("slow"), Some(pid));
-    let out = status(&sb, &["slow"]);
+    let out = sb.status(&["slow"]);
     assert_code(&out, 150); // documented: LSB's application range, "still starting"
     let r = row(&stdout(&out), "slow");
     assert_eq!(words(&r)[1].2, "starting", "{r}");
     assert_eq!(words(&r)[2].2, pid.to_string(), "{r}");
-    let q = status(&sb, &["-q", "slow"]);
+    let q = sb.status(&["-q", "slow"]);
     assert_code(&q, 150);
     assert!(
         q.stdout.is_empty() && q.stderr.is_empty(),
@@ -320,7 +283,7 @@ fn starting_while_pm_start_waits_for_readiness() {
     let out = starter.wait_with_output().expect("pm-start");
     assert_success(&out, "pm-start --ready file:");
     assert_eq!(sb.state_of("slow"), "running");
-    assert_code(&status(&sb, &["slow"]), 0);
+    assert_code(&sb.status(&["slow"]), 0);
 }
 
 #[test]
@@ -339,7 +302,7 @@ fn stopped_rows_show_the_last_stops_signal_and_escalation() {
     stop_ok(&sb, &["--timeout", "1s", "stubborn"]);
     assert_gone(stubborn_pid);
 
-    let out = status(&sb, &["plain", "stubborn"]);
+    let out = sb.status(&["plain", "stubborn"]);
     assert_code(&out, 3);
     let table = stdout(&out);
     let plain = row(&table, "plain");
@@ -387,7 +350,7 @@ fn killed_behind_pms_back_is_dead() {
     assert_eq!(sb.state_of("victim"), "running");
     sigkill(pid);
 
-    let out = status(&sb, &["victim"]);
+    let out = sb.status(&["victim"]);
     assert_code(&out, 1);
     let r = row(&stdout(&out), "victim");
     assert_eq!(words(&r)[1].2, "dead", "{r}");
@@ -410,7 +373,7 @@ fn failed_start_is_dead_and_says_since_when() {
     let sb = Sandbox::new();
     let out = sb.start("crash", &["--", "sh", "-c", "exit 7"]);
     assert_code(&out, 1);
-    let out = status(&sb, &["crash"]);
+    let out = sb.status(&["crash"]);
     assert_code(&out, 1);
     let r = row(&stdout(&out), "crash");
     assert_eq!(words(&r)[1].2, "dead", "{r}");
@@ -434,11 +397,11 @@ fn pid_file_naming_a_process_born_after_it_was_written_is_dead() {
     fs::write(&pf, format!("{}\n", unrelated.pid())).unwrap();
     let pf_s = pf.display().to_string();
     // Control: written after the process started, it is accepted as the writer.
-    let out = status(&sb, &["--json", "--pidfile", &pf_s, "reuse"]);
+    let out = sb.status(&["--json", "--pidfile", &pf_s, "reuse"]);
     assert_code(&out, 0);
     assert_eq!(json_of(&out)[0]["state"], "running");
     backdate(&pf);
-    let out = status(&sb, &["--json", "--pidfile", &pf_s, "reuse"]);
+    let out = sb.status(&["--json", "--pidfile", &pf_s, "reuse"]);
     assert_code(&out, 1);
     let o = &json_of(&out)[0];
     assert_eq!(o["state"], "dead", "{o}");
@@ -446,7 +409,7 @@ fn pid_file_naming_a_process_born_after_it_was_written_is_dead() {
     let note = o["note"].as_str().unwrap_or("");
     assert!(note.contains(&unrelated.pid().to_string()), "{o}");
     assert!(note.contains("another process"), "{o}");
-    let out = status(&sb, &["--pidfile", &pf_s, "reuse"]);
+    let out = sb.status(&["--pidfile", &pf_s, "reuse"]);
     assert_code(&out, 1);
     assert_eq!(words(&row(&stdout(&out), "reuse"))[1].2, "dead");
     assert!(is_alive(unrelated.pid()), "pm-status must not touch it");
@@ -466,7 +429,7 @@ fn pid_file_naming_a_process_born_after_it_was_written_is_dead() {
     let newcomer = sleeper(&sb);
     fs::write(&svc_pf, format!("{}\n", newcomer.pid())).unwrap();
     backdate(&svc_pf);
-    let out = status(&sb, &["--json", "svc"]);
+    let out = sb.status(&["--json", "svc"]);
     assert_code(&out, 1);
     let o = &json_of(&out)[0];
     assert_eq!(o["state"], "dead", "{o}");
@@ -494,7 +457,7 @@ fn record_from_an_earlier_boot_is_not_running() {
 
     // The same PID and start time are alive right now, yet the record is from "another boot".
     assert!(is_alive(pid));
-    let out = status(&sb, &["--json", "old"]);
+    let out = sb.status(&["--json", "old"]);
     let o = &json_of(&out)[0];
     assert_ne!(o["state"], "running", "{o}");
     assert_eq!(o["state"], "dead", "{o}");
@@ -507,7 +470,7 @@ fn record_from_an_earlier_boot_is_not_running() {
 fn unknown_name_without_record_or_pid_file() {
     let sb = Sandbox::new();
     sb.start_sh("known", &[], "exec sleep 1000");
-    let out = status(&sb, &["nobody"]);
+    let out = sb.status(&["nobody"]);
     assert_code(&out, 4);
     let r = row(&stdout(&out), "nobody");
     let w = words(&r);
@@ -532,7 +495,7 @@ fn unknown_name_without_record_or_pid_file() {
     }
     // An empty or missing state dir: no records, nothing listed, success.
     let empty = Sandbox::new();
-    let out = status(&empty, &["--json"]);
+    let out = empty.status(&["--json"]);
     assert_code(&out, 0);
     assert_eq!(json_of(&out), Vec::<Value>::new());
     assert!(
@@ -553,7 +516,7 @@ fn table_columns_are_aligned_across_states() {
     stop_ok(&sb, &["much-longer-name@x"]);
     let dead = sb.start_sh("mid", &[], "exec sleep 1000");
     sigkill(dead);
-    let out = status(&sb, &["a", "much-longer-name@x", "mid", "nothing"]);
+    let out = sb.status(&["a", "much-longer-name@x", "mid", "nothing"]);
     assert_code(&out, 3);
     let table = stdout(&out);
     let lines: Vec<&str> = table.lines().collect();
@@ -649,7 +612,8 @@ _, st = os.waitpid(pid, 0)
 sys.stdout.buffer.write(out)
 sys.exit(os.waitstatus_to_exitcode(st))
 "#;
-    let out = clean(&sb, "python3")
+    let out = sb
+        .std_cmd("python3")
         .arg("-c")
         .arg(py)
         .arg(bin_dir().join("pm-status"))
@@ -673,7 +637,7 @@ fn json_has_the_documented_fields_and_types() {
     let gone = sb.start_sh("gone", &[], script);
     sigkill(gone);
 
-    let out = status(&sb, &["--json", "web", "old", "gone", "nope"]);
+    let out = sb.status(&["--json", "web", "old", "gone", "nope"]);
     assert_code(&out, 3);
     assert!(out.stderr.is_empty(), "{}", describe(&out));
     let text = stdout(&out);
@@ -792,7 +756,8 @@ fn jq_pipeline_lists_the_running_names() {
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = clean(&sb, "sh")
+    let out = sb
+        .std_cmd("sh")
         .env("PATH", path)
         .arg("-c")
         .arg(r#"pm-status --json | jq -r '.[] | select(.state=="running") | .name'"#)
@@ -832,7 +797,7 @@ fn lsb_exit_codes_follow_the_first_name_not_running() {
         (&["run", "unk", "run2", "dd"], 4),
     ];
     for (names, code) in cases {
-        let out = status(&sb, names);
+        let out = sb.status(names);
         assert_eq!(
             out.status.code(),
             Some(*code),
@@ -840,14 +805,14 @@ fn lsb_exit_codes_follow_the_first_name_not_running() {
             describe(&out)
         );
         assert!(!out.stdout.is_empty(), "{names:?}: the table is printed");
-        let out = status(&sb, &[&["--json"], *names].concat());
+        let out = sb.status(&[&["--json"], *names].concat());
         assert_eq!(
             out.status.code(),
             Some(*code),
             "--json {names:?}: {}",
             describe(&out)
         );
-        let out = status(&sb, &[&["-q"], *names].concat());
+        let out = sb.status(&[&["-q"], *names].concat());
         assert_eq!(
             out.status.code(),
             Some(*code),
@@ -861,8 +826,8 @@ fn lsb_exit_codes_follow_the_first_name_not_running() {
         );
     }
     // No names: every record in start order decides (run, run2, stp, dd -> stp first).
-    assert_code(&status(&sb, &[]), 3);
-    let q = status(&sb, &["--quiet"]);
+    assert_code(&sb.status(&[]), 3);
+    let q = sb.status(&["--quiet"]);
     assert_code(&q, 3);
     assert!(
         q.stdout.is_empty() && q.stderr.is_empty(),
@@ -870,7 +835,7 @@ fn lsb_exit_codes_follow_the_first_name_not_running() {
         describe(&q)
     );
     // `if pm-status -q NAME; then` in a shell.
-    let out = clean(&sb, "sh")
+    let out = sb.std_cmd("sh")
         .arg("-c")
         .arg(r#"if "$0" -q run; then echo up; else echo down; fi; if "$0" -q stp; then echo up; else echo down; fi"#)
         .arg(bin_dir().join("pm-status"))
@@ -972,7 +937,7 @@ fn status_changes_no_record_and_no_pid_file() {
     ];
     let mut states = BTreeMap::new();
     for args in runs {
-        let out = status(&sb, args);
+        let out = sb.status(args);
         assert_ne!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
         if args.first() == Some(&"--json") {
             for o in json_of(&out) {
@@ -1008,7 +973,8 @@ fn status_does_not_wait_behind_a_held_name_lock() {
     sb.start_sh("locked", &[], "exec sleep 1000");
     sb.start_sh("free", &[], "exec sleep 1000");
     let lock = sb.state.join("locked.lock");
-    let mut holder = clean(&sb, "python3")
+    let mut holder = sb
+        .std_cmd("python3")
         .arg("-c")
         .arg(
             "import fcntl, sys\n\
@@ -1081,7 +1047,7 @@ fn corrupt_records_are_reported_per_service_without_hiding_others() {
     fs::write(sb.state.join("trunc.json"), &full[..full.len() / 2]).unwrap();
     std::os::unix::fs::symlink(sb.state.join("good1.json"), sb.state.join("link.json")).unwrap();
 
-    let out = status(&sb, &["--json"]);
+    let out = sb.status(&["--json"]);
     // Unreadable records have no start time and come first; the first not running decides.
     assert_code(&out, 4);
     let arr = json_of(&out);
@@ -1113,12 +1079,12 @@ fn corrupt_records_are_reported_per_service_without_hiding_others() {
         .contains("symbolic link"));
 
     // Named: the good ones alone are fine; a corrupt one gives unknown's code.
-    assert_code(&status(&sb, &["good1", "good2"]), 0);
-    assert_code(&status(&sb, &["good1", "trunc", "good2"]), 4);
-    assert_code(&status(&sb, &["-q", "link"]), 4);
+    assert_code(&sb.status(&["good1", "good2"]), 0);
+    assert_code(&sb.status(&["good1", "trunc", "good2"]), 4);
+    assert_code(&sb.status(&["-q", "link"]), 4);
 
     // The table shows every row, with the error for the bad ones.
-    let out = status(&sb, &[]);
+    let out = sb.status(&[]);
     assert_code(&out, 4);
     let table = stdout(&out);
     for n in ["good1", "good2"] {
@@ -1149,7 +1115,8 @@ fn closed_pipe_is_quiet() {
         (r#"{ "$0"; echo "rc=$?" >&2; } | head -1"#, "NAME"),
         (r#"{ "$0" --json; echo "rc=$?" >&2; } | head -c 1"#, "["),
     ] {
-        let out = clean(&sb, "sh")
+        let out = sb
+            .std_cmd("sh")
             .arg("-c")
             .arg(cmd)
             .arg(bin_dir().join("pm-status"))
