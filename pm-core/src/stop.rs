@@ -312,7 +312,13 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc]) -> Result<()>) -> R
     // With the leader gone, a worker that left the group and the session (and whose
     // parent died too) is found only by this start's marker, which is unique to it; a
     // NAME-only marker (records from before run ids) is not enough to adopt that way.
-    if leader_stat.is_none() && plan.marker.starts_with(crate::record::RUN_ID_VAR) {
+    // Not while another process holds the leader's PID: nothing is sent to that process
+    // nor to its children, whatever their environment says.
+    let leader_pid_free = plan.pgid.is_none_or(|g| usable_id(Some(g), &stats).is_some());
+    if leader_stat.is_none()
+        && leader_pid_free
+        && plan.marker.starts_with(crate::record::RUN_ID_VAR)
+    {
         let known: HashSet<i32> = snapshot.iter().map(|s| s.pid).collect();
         let marked: Vec<Stat> = stats
             .iter()
