@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags};
-use regex::Regex;
+use regex_lite::Regex;
 
 use crate::error::{Error, Result};
 use crate::pidfile;
@@ -90,12 +90,7 @@ impl Check {
 }
 
 fn absolute(p: &str) -> PathBuf {
-    let p = PathBuf::from(p);
-    if p.is_absolute() {
-        p
-    } else {
-        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
-    }
+    std::path::absolute(p).unwrap_or_else(|_| PathBuf::from(p))
 }
 
 /// A PID file as it was before the service started, so a stale one is not taken as news.

@@ -56,13 +56,7 @@ impl StateDir {
     pub fn resolve(explicit: Option<&Path>, create: bool) -> Result<StateDir> {
         let euid = nix::unistd::geteuid().as_raw();
         let path = locate(explicit, |k| std::env::var_os(k), euid);
-        let path = if path.is_absolute() {
-            path
-        } else {
-            std::env::current_dir()
-                .map_err(|e| Error::io(".", e))?
-                .join(path)
-        };
+        let path = std::path::absolute(&path).map_err(|e| Error::io(&path, e))?;
         Self::open(path, create, euid)
     }
 

@@ -314,7 +314,9 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc]) -> Result<()>) -> R
     // NAME-only marker (records from before run ids) is not enough to adopt that way.
     // Not while another process holds the leader's PID: nothing is sent to that process
     // nor to its children, whatever their environment says.
-    let leader_pid_free = plan.pgid.is_none_or(|g| usable_id(Some(g), &stats).is_some());
+    let leader_pid_free = plan
+        .pgid
+        .is_none_or(|g| usable_id(Some(g), &stats).is_some());
     if leader_stat.is_none()
         && leader_pid_free
         && plan.marker.starts_with(crate::record::RUN_ID_VAR)

@@ -1,10 +1,12 @@
-//! The few raw system calls nix does not wrap (pidfd, close_range), in one place.
+//! The system calls pm makes beyond std and nix, in one place: pidfds and the sysconf
+//! values from rustix, the terminal size from terminal_size, and the one raw call no
+//! crate wraps for a `pre_exec` hook (`close_range(CLOSE_RANGE_CLOEXEC)`).
 //!
-//! Everything `unsafe` in pm lives here, behind safe functions with the same error
-//! conventions as the rest of the crate.
+//! Everything `unsafe` in pm-core's system interface lives here, behind safe functions
+//! with the same error conventions as the rest of the crate.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -13,33 +15,16 @@ use nix::time::{clock_gettime, ClockId};
 /// `pidfd_open(2)`: a file descriptor that refers to exactly one process, never to a later
 /// process that reuses its PID.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall with integer arguments; the result is a new fd we own.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(r).map_err(|_| io::Error::other("pidfd_open returned a bad fd"))?;
-    // SAFETY: the kernel just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    pidfd_open(pid, PidfdFlags::empty()).map_err(io::Error::from)
 }
 
 /// `pidfd_send_signal(2)`.
 pub fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: Signal) -> io::Result<()> {
-    // SAFETY: the fd is borrowed for the call; a null siginfo asks for kill(2) semantics.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            sig as libc::c_int,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let sig = rustix::process::Signal::from_named_raw(sig as i32)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    rustix::process::pidfd_send_signal(fd, sig).map_err(io::Error::from)
 }
 
 /// Marks every fd >= `first` close-on-exec, in a `pre_exec` hook.
@@ -83,24 +68,12 @@ pub fn cloexec_from(first: i32) -> io::Result<()> {
 
 /// Clock ticks per second, the unit of `/proc/PID/stat` times.
 pub fn clk_tck() -> u64 {
-    // SAFETY: sysconf has no memory side effects.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as u64
-    } else {
-        100
-    }
+    rustix::param::clock_ticks_per_second()
 }
 
 /// Bytes per page, the unit of `/proc/PID/stat` rss.
 pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory side effects.
-    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if v > 0 {
-        v as u64
-    } else {
-        4096
-    }
+    rustix::param::page_size() as u64
 }
 
 fn clock(id: ClockId) -> Duration {
@@ -121,13 +94,5 @@ pub fn realtime() -> Duration {
 
 /// Columns of the terminal on `fd`, if it is one.
 pub fn terminal_width(fd: BorrowedFd<'_>) -> Option<usize> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-    (r == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
+    terminal_size::terminal_size_of(fd).map(|(w, _)| usize::from(w.0))
 }

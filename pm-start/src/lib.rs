@@ -145,13 +145,7 @@ fn parse_env(kv: &str) -> Result<(String, String)> {
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
-    if p.is_absolute() {
-        Ok(p.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()
-            .context("current directory")?
-            .join(p))
-    }
+    std::path::absolute(p).with_context(|| format!("{}: cannot make it absolute", p.display()))
 }
 
 impl Spec {
