@@ -9,6 +9,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+/// The one default of each stop and readiness setting, for the record, pm-start and
+/// pm-stop alike.
+pub const DEFAULT_STOP_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGTERM;
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Record format version written by this build.
 pub const VERSION: u32 = 1;
 
@@ -146,11 +152,11 @@ impl Default for Record {
             starter: None,
             run_id: None,
             stopping: Vec::new(),
-            stop_signal: "TERM".into(),
-            stop_timeout_ms: 10_000,
+            stop_signal: crate::signal::name(DEFAULT_STOP_SIGNAL).into(),
+            stop_timeout_ms: DEFAULT_STOP_TIMEOUT.as_millis() as u64,
             grace_ms: None,
             ready: Vec::new(),
-            ready_timeout_ms: 30_000,
+            ready_timeout_ms: DEFAULT_READY_TIMEOUT.as_millis() as u64,
             last_stop: None,
             failure: None,
         }
@@ -169,6 +175,20 @@ impl Record {
             Some(id) => format!("{RUN_ID_VAR}={id}"),
             None => format!("PM_NAME={}", self.name),
         }
+    }
+
+    /// Is this record from the running boot? Start times, PIDs, groups and sessions of
+    /// another boot say nothing about today's processes.
+    pub fn this_boot(&self) -> bool {
+        self.boot_id.is_some()
+            && self.boot_id.as_deref() == crate::process::boot_id().ok().as_deref()
+    }
+
+    /// The identity gate's lower bound: no process that started before the recorded
+    /// launch (this boot only) can be this start's — not a daemon named by a PID file,
+    /// not `MAINPID=`, not a group or session member, not a descendant.
+    pub fn born_after(&self) -> Option<u64> {
+        self.start_time.filter(|_| self.this_boot())
     }
 
     /// `started_at` parsed, for ordering; records never started sort first.

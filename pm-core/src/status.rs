@@ -186,8 +186,7 @@ pub fn inspect_record(
 
     // A process the service's PID file names is the service's only if it is not older than
     // the process pm started (a daemon is that process's descendant).
-    let this_boot = record.boot_id.as_deref() == process::boot_id().ok().as_deref();
-    let born_after = record.start_time.filter(|_| this_boot).unwrap_or(0);
+    let born_after = record.born_after().unwrap_or(0);
     let mut last_verdict = None;
     for (pid, expect) in candidates(&record, pf.as_ref()) {
         let verdict = match process::check(pid, &expect) {

@@ -21,8 +21,7 @@ use crate::exit::Code;
 use crate::name::Name;
 use crate::pidfile;
 use crate::process::{self, Expect, Handle, Stat};
-use crate::record::Phase;
-use crate::record::{self, LastStop};
+use crate::record::{self, LastStop, Phase, Record};
 use crate::state::StateDir;
 use crate::status::{inspect, State};
 
@@ -589,7 +588,7 @@ impl Options {
 }
 
 /// Default stop timeout when neither the record nor the caller gives one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = record::DEFAULT_STOP_TIMEOUT;
 
 /// What stopping one name did.
 #[derive(Debug)]
@@ -688,8 +687,10 @@ pub fn stop_inspected(
     let record = ins.record.as_ref();
     let signal = match (opts.signal, record) {
         (Some(s), _) => s,
-        (None, Some(r)) => crate::signal::parse(&r.stop_signal).unwrap_or(Signal::SIGTERM),
-        (None, None) => Signal::SIGTERM,
+        (None, Some(r)) => {
+            crate::signal::parse(&r.stop_signal).unwrap_or(record::DEFAULT_STOP_SIGNAL)
+        }
+        (None, None) => record::DEFAULT_STOP_SIGNAL,
     };
     let timeout = opts
         .timeout
@@ -700,15 +701,15 @@ pub fn stop_inspected(
         None => None,
     };
     let live_start = ins.live.as_ref().map(|(s, _)| s.start_time);
-    let born_after = match (record.and_then(|r| r.start_time), live_start) {
+    // Nothing older than the recorded launch (or, without one, than the live process) is
+    // the service's; with neither, nothing is.
+    let born_after = match (record.and_then(Record::born_after), live_start) {
         (Some(a), Some(b)) => a.min(b),
         (Some(a), None) => a,
         (None, Some(b)) => b,
         (None, None) => u64::MAX,
     };
-    // A record from another boot says nothing about today's process groups.
-    let this_boot =
-        record.is_some_and(|r| r.boot_id.as_deref() == process::boot_id().ok().as_deref());
+    let this_boot = record.is_some_and(Record::this_boot);
     let (pgid, sid) = match record {
         Some(r) if this_boot => (r.pgid, r.sid),
         _ => (None, None),

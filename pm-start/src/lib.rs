@@ -182,11 +182,11 @@ impl Spec {
         let stop_signal = match (&cli.stop_signal, rec) {
             (Some(s), _) => signal::parse(s)?,
             (None, Some(r)) => signal::parse(&r.stop_signal)?,
-            (None, None) => Signal::SIGTERM,
+            (None, None) => record::DEFAULT_STOP_SIGNAL,
         };
         let stop_timeout = dur(&cli.stop_timeout)?
             .or(rec.map(|r| r.stop_timeout()))
-            .unwrap_or(Duration::from_secs(10));
+            .unwrap_or(record::DEFAULT_STOP_TIMEOUT);
         let grace = dur(&cli.grace)?.or(rec.and_then(|r| r.grace_ms.map(Duration::from_millis)));
         let ready = if cli.ready.is_empty() {
             rec.map(|r| r.ready.clone()).unwrap_or_default()
@@ -199,7 +199,7 @@ impl Spec {
             .collect::<Result<Vec<_>, _>>()?;
         let ready_timeout = dur(&cli.ready_timeout)?
             .or(rec.map(|r| Duration::from_millis(r.ready_timeout_ms)))
-            .unwrap_or(Duration::from_secs(30));
+            .unwrap_or(record::DEFAULT_READY_TIMEOUT);
         Ok(Spec {
             argv: rec.map_or_else(|| cli.command.clone(), |r| r.command.clone()),
             user: cli.user.clone().or(rec.and_then(|r| r.user.clone())),
@@ -634,10 +634,10 @@ fn cleanup(rec: &Record, tracked: Tracked, spec: &Spec) -> Result<Option<LastSto
             (Some(c.handle), st, Some(c.child))
         }
         Tracked::Other(h) => {
-            let st = rec.start_time.unwrap_or(h.start_time).min(h.start_time);
+            let st = rec.born_after().unwrap_or(h.start_time).min(h.start_time);
             (Some(h), st, None)
         }
-        Tracked::None => (None, rec.start_time.unwrap_or(0), None),
+        Tracked::None => (None, rec.born_after().unwrap_or(0), None),
     };
     Ok(start::stop_failed(
         rec,
