@@ -98,7 +98,9 @@ pub struct Cli {
     pub grace: Option<String>,
 
     /// Readiness check, repeatable, all must pass: pidfile, tcp:[HOST:]PORT, unix:PATH,
-    /// file:PATH, exec:COMMAND, log:REGEX, notify
+    /// file:PATH, exec:COMMAND, log:REGEX, notify. Only evidence from this start counts: a
+    /// tcp:/unix: listener must be the service's, a file: newer than the start;
+    /// exec: runs under /bin/sh -c; log: takes Rust regex syntax (ASCII classes)
     #[arg(long, value_name = "CHECK")]
     pub ready: Vec<String>,
 
