@@ -5,8 +5,7 @@
 //! decimal digits only, never 0 or 1 or above the kernel's `pid_max`, and never a file
 //! larger than 4 KiB or something that is not a regular file.
 
-use std::fs;
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::SystemTime;
@@ -92,9 +91,11 @@ pub fn read(path: &Path) -> Result<Option<PidFile>> {
     }))
 }
 
-/// Writes `pid` to `path` atomically (temp file in the same directory, fsync, rename).
+/// Writes `pid` to `path` atomically (temp file in the same directory, rename). Not
+/// fsynced: pm writes it before the service may exec, and a PID file names a process that
+/// no power cut leaves running.
 pub fn write(path: &Path, pid: i32) -> Result<()> {
-    crate::state::write_atomic(path, format!("{pid}\n").as_bytes(), 0o644)
+    crate::state::write_atomic_with(path, format!("{pid}\n").as_bytes(), 0o644, false)
 }
 
 /// Removes the PID file only if it still names `pid`; true when it was removed.
@@ -103,25 +104,18 @@ pub fn remove_if_names(path: &Path, pid: i32) -> Result<bool> {
         Ok(Some(p)) if p.pid == pid => {}
         _ => return Ok(false),
     }
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    untrusted::remove(path).map_err(|e| Error::io(path, e))
 }
 
 /// Removes a PID file that is stale (unreadable junk, or naming a process that is gone).
 pub fn remove(path: &Path) -> Result<bool> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    untrusted::remove(path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn parses_first_line_trimmed() {

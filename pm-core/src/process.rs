@@ -407,8 +407,14 @@ impl Lineage {
 
     /// Every live process of this start (the launcher, if alive, included).
     pub fn members(&self) -> Vec<i32> {
-        let mut out: Vec<i32> = descendants(self.starter)
-            .unwrap_or_default()
+        // Without the kernel's children lists, every process whose parent chain leads here.
+        let found = descendants(self.starter).unwrap_or_else(|| {
+            scan()
+                .into_iter()
+                .filter(|s| self.contains(s.pid))
+                .collect()
+        });
+        let mut out: Vec<i32> = found
             .into_iter()
             .filter(|s| s.start_time >= self.born_after && !self.probe_groups.contains(&s.pgrp))
             .map(|s| s.pid)

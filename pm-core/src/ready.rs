@@ -8,7 +8,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,6 +127,9 @@ pub fn fresh_pid(
     }
 }
 
+/// Longest unfinished line kept for `log:` matching.
+const PARTIAL_MAX: usize = 64 * 1024;
+
 /// Follows the log from the offset it had when the service started.
 #[derive(Debug)]
 pub struct LogFollower {
@@ -172,6 +175,15 @@ impl LogFollower {
             let line: String = self.partial.drain(..=i).collect();
             found |= re.is_match(line.trim_end_matches('\n'));
         }
+        // A line is matched once it is complete; an endless one is matched on its last
+        // 64 KiB only, so a service writing without newlines cannot grow pm-start.
+        if self.partial.len() > PARTIAL_MAX {
+            let mut cut = self.partial.len() - PARTIAL_MAX;
+            while !self.partial.is_char_boundary(cut) {
+                cut += 1;
+            }
+            self.partial.drain(..cut);
+        }
         found || (!self.partial.is_empty() && re.is_match(&self.partial))
     }
 }
@@ -203,15 +215,15 @@ impl NotifySocket {
         let template = std::env::temp_dir().join("pm-notify.XXXXXX");
         let dir = nix::unistd::mkdtemp(&template)
             .map_err(|e| Error::io(&template, crate::error::errno(e)))?;
-        let sock = dir.join("notify");
-        // Socket first, directory last: until the directory is the user's, nothing in it
-        // can be swapped under us.
-        let sock = Self::bind_at(&sock, Some((uid, gid)), Some(dir.clone())).inspect_err(|_| {
+        // The directory stays the caller's (0711: others may pass, not list or change it),
+        // so nobody can swap what pm removes afterwards; the socket itself is the user's.
+        let sock = fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+            .map_err(|e| Error::io(&dir, e))
+            .and_then(|()| Self::bind_at(&dir.join("notify"), Some((uid, gid)), Some(dir.clone())));
+        if sock.is_err() {
             let _ = fs::remove_dir(&dir);
-        })?;
-        nix::unistd::chown(&dir, Some(uid), Some(gid))
-            .map_err(|e| Error::io(&dir, crate::error::errno(e)))?;
-        Ok(sock)
+        }
+        sock
     }
 
     fn bind_at(
@@ -236,7 +248,8 @@ impl NotifySocket {
             std::os::unix::fs::lchown(path, Some(uid.as_raw()), Some(gid.as_raw()))
                 .map_err(|e| Error::io(path, e))?;
         }
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(path, e))?;
         Ok(NotifySocket {
             sock,
             path: path.to_path_buf(),
@@ -317,24 +330,62 @@ pub fn tcp_ready(target: &str, timeout: Duration, lineage: &Lineage) -> Evidence
     owned_by(&listeners, lineage)
 }
 
-/// One attempt at a unix socket check: connect, then ask the kernel who listens
-/// (SO_PEERCRED: the process that called listen()).
+/// One attempt at a unix socket check: connect without blocking (a listener whose backlog
+/// is full would otherwise hold pm-start past its deadline), then ask the kernel who
+/// listens: SO_PEERCRED names the process that called listen(); if that one is gone (it
+/// forked and exited), the listening socket's inode from /proc/net/unix is looked for among
+/// the service's open files.
 pub fn unix_ready(path: &Path, lineage: &Lineage) -> Evidence {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    let Ok(stream) = UnixStream::connect(path) else {
+    use nix::sys::socket::{
+        connect, getsockopt, socket, sockopt::PeerCredentials, AddressFamily, SockFlag, SockType,
+        UnixAddr,
+    };
+    let Ok(addr) = UnixAddr::new(path) else {
         return Evidence::No;
     };
-    let Ok(cred) = getsockopt(&stream, PeerCredentials) else {
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let Ok(sock) = socket(AddressFamily::Unix, SockType::Stream, flags, None) else {
+        return Evidence::No;
+    };
+    if connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).is_err() {
+        return Evidence::No; // not there, refused, or EAGAIN: a full backlog is not ready
+    }
+    let Ok(cred) = getsockopt(&sock, PeerCredentials) else {
         return Evidence::Unverifiable("SO_PEERCRED failed".into());
     };
     let pid = cred.pid();
     if lineage.contains(pid) {
-        Evidence::Ours
-    } else if process::is_alive(pid) {
-        Evidence::No
-    } else {
-        Evidence::Unverifiable(format!("the process that listens (pid {pid}) is gone"))
+        return Evidence::Ours;
     }
+    if process::is_alive(pid) {
+        return Evidence::No;
+    }
+    match unix_listeners(path) {
+        Some(inodes) if !inodes.is_empty() => owned_by(&inodes, lineage),
+        _ => Evidence::Unverifiable(format!(
+            "the process that listened (pid {pid}) is gone and /proc/net/unix does not list {}",
+            path.display()
+        )),
+    }
+}
+
+/// Inodes of the listening unix sockets bound at `path` (as /proc/net/unix prints the
+/// path the listener gave to bind(2)).
+fn unix_listeners(path: &Path) -> Option<Vec<u64>> {
+    const ACCEPTCON: u32 = 0x0001_0000;
+    let text = fs::read_to_string("/proc/net/unix").ok()?;
+    let want = path.to_string_lossy();
+    Some(
+        text.lines()
+            .skip(1)
+            .filter_map(|l| {
+                // Num RefCount Protocol Flags Type St Inode Path
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let flags = u32::from_str_radix(f.get(3)?, 16).ok()?;
+                (flags & ACCEPTCON != 0 && *f.get(7)? == want).then(|| f.get(6)?.parse().ok())?
+            })
+            .collect(),
+    )
 }
 
 /// Inodes of the TCP sockets listening on `addr`'s port, on its address or on the
@@ -428,6 +479,9 @@ fn owned_by(inodes: &[u64], lineage: &Lineage) -> Evidence {
 pub struct ExecProbe {
     command: String,
     cwd: PathBuf,
+    /// The service's `--user`: the probe runs as the service does, never as root in a
+    /// directory the service's user controls.
+    user: Option<crate::spawn::Credentials>,
     running: Option<Attempt>,
 }
 
@@ -444,10 +498,11 @@ const PROBE_WRAPPER: &str =
     "{ read -r _ <&3; kill -KILL 0; } & w=$!; eval \"$1\" 3<&-; st=$?; kill $w 2>/dev/null; exit $st";
 
 impl ExecProbe {
-    pub fn new(command: &str, cwd: &Path) -> ExecProbe {
+    pub fn new(command: &str, cwd: &Path, user: Option<&crate::spawn::Credentials>) -> ExecProbe {
         ExecProbe {
             command: command.to_string(),
             cwd: cwd.to_path_buf(),
+            user: user.cloned(),
             running: None,
         }
     }
@@ -477,7 +532,9 @@ impl ExecProbe {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: setpgid and dup2 are async-signal-safe; nothing allocates.
+        let creds = self.user.clone();
+        // SAFETY: setpgid, dup2, fcntl and setgroups/setgid/setuid are async-signal-safe;
+        // nothing allocates.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 // dup2 onto itself keeps close-on-exec: clear it by hand in that case.
@@ -488,6 +545,11 @@ impl ExecProbe {
                 };
                 if libc::setpgid(0, 0) != 0 || lifeline < 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if let Some(c) = &creds {
+                    nix::unistd::setgroups(&c.groups).map_err(io::Error::from)?;
+                    nix::unistd::setgid(c.gid).map_err(io::Error::from)?;
+                    nix::unistd::setuid(c.uid).map_err(io::Error::from)?;
                 }
                 Ok(())
             });
@@ -535,7 +597,7 @@ impl Drop for ExecProbe {
 
 /// Runs `sh -c command` to completion or `deadline`; true when it exits 0.
 pub fn exec_succeeds(command: &str, cwd: &Path, deadline: Instant) -> bool {
-    let mut probe = ExecProbe::new(command, cwd);
+    let mut probe = ExecProbe::new(command, cwd, None);
     loop {
         if let Some(passed) = probe.poll() {
             return passed;

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 
 use crate::error::Result;
 use crate::process::{self, Expect, Handle};
-use crate::record::{LastStop, Record, Starter};
+use crate::record::{LastStop, Proc, Record, Starter};
 use crate::stop::{self, Outcome, Plan};
 
 /// A marker unique to one start on this host: this pm-start's PID and start time (no two
@@ -104,37 +104,31 @@ pub fn stop_failed(
     signal: Signal,
     timeout: Duration,
 ) -> Result<Option<LastStop>> {
-    let plan = |leader: Option<Handle>, pgid, sid| Plan {
+    // Daemons that forked away and were re-parented to us: part of the same stop, under
+    // the same deadline (not one stop, and one timeout, each).
+    let me = std::process::id() as i32;
+    let launcher = child.as_ref().map(|c| c.id() as i32);
+    let known: Vec<Proc> = process::descendants(me)
+        .unwrap_or_else(process::scan)
+        .into_iter()
+        .filter(|s| s.ppid == me && s.start_time >= born_after && Some(s.pid) != launcher)
+        .map(|s| Proc {
+            pid: s.pid,
+            start_time: s.start_time,
+        })
+        .collect();
+    let plan = Plan {
         marker: rec.marker(),
         leader: leader.filter(|h| !h.is_gone()),
-        pgid,
-        sid,
+        pgid: rec.pgid,
+        sid: rec.sid,
         born_after,
         signal,
         timeout,
         kill: true,
-        known: Vec::new(),
+        known,
     };
-    let mut no_journal = |_: &[stop::Proc]| Ok(());
-    let mut outcome = stop::stop(plan(leader, rec.pgid, rec.sid), &mut no_journal)?;
-    let me = std::process::id() as i32;
-    let boot = process::boot_id()?;
-    let launcher = child.as_ref().map(|c| c.id() as i32);
-    for s in process::descendants(me).unwrap_or_else(process::scan) {
-        if s.ppid != me || s.start_time < born_after || Some(s.pid) == launcher {
-            continue;
-        }
-        let expect = Expect::StartTime {
-            start_time: s.start_time,
-            boot_id: boot.clone(),
-        };
-        if let Ok(h) = Handle::open(s.pid, &expect)? {
-            let o = stop::stop(plan(Some(h), None, None), &mut no_journal)?;
-            if !o.is_success() || outcome == Outcome::AlreadyGone {
-                outcome = o;
-            }
-        }
-    }
+    let outcome = stop::stop(plan, &mut |_| Ok(()))?;
     if let Some(c) = child.as_mut() {
         let _ = c.try_wait();
     }

@@ -175,10 +175,17 @@ impl StateDir {
     /// Writes the record atomically: readers see the old or the new one, never a mix.
     pub fn write_record(&self, record: &Record) -> Result<()> {
         let name = Name::new(&record.name)?;
-        let mut json = serde_json::to_vec_pretty(record)
-            .map_err(|e| Error::Os(format!("cannot encode record: {e}")))?;
-        json.push(b'\n');
-        write_atomic(&self.record_path(&name), &json, 0o600)
+        write_atomic(&self.record_path(&name), &encode(record)?, 0o600)
+    }
+
+    /// [`StateDir::write_record`] without the fsync: still atomic (temp file + rename), so
+    /// a killed tool leaves the old or the new record, but not made durable against a power
+    /// cut — for records that describe live processes only (which a reboot ends anyway),
+    /// written where the fsync's latency would count: before the service may exec, and the
+    /// stop journal.
+    pub fn write_record_unsynced(&self, record: &Record) -> Result<()> {
+        let name = Name::new(&record.name)?;
+        write_atomic_with(&self.record_path(&name), &encode(record)?, 0o600, false)
     }
 
     /// Every record, oldest start first (never-started ones first of all, by name).
@@ -213,8 +220,19 @@ impl StateDir {
     }
 }
 
+fn encode(record: &Record) -> Result<Vec<u8>> {
+    let mut json = serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::Os(format!("cannot encode record: {e}")))?;
+    json.push(b'\n');
+    Ok(json)
+}
+
 /// Writes `data` to `path` atomically: a temp file beside it, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_atomic_with(path, data, mode, true)
+}
+
+pub(crate) fn write_atomic_with(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -235,7 +253,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if let Err(e) = result {

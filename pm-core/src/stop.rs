@@ -734,7 +734,9 @@ pub fn stop_inspected(
         if let Some(r) = record {
             let mut r = r.clone();
             r.stopping = procs.to_vec();
-            sd.write_record(&r)?;
+            // Only for resuming a stop that gets killed: a full disk must not keep pm-stop
+            // from stopping the service.
+            let _ = sd.write_record_unsynced(&r);
         }
         journaled = Some(procs.to_vec());
         Ok(())

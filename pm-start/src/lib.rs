@@ -465,6 +465,7 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         pidfile_by: spec.pidfile_by,
         baseline,
         cwd: &spec.cwd,
+        user: creds.as_ref(),
         grace,
         ready_timeout: spec.ready_timeout,
         born_after: rec.start_time.unwrap_or(0),
@@ -498,7 +499,9 @@ fn record_spawn(
     if spec.pidfile_by == PidfileBy::Pm {
         pm_core::pidfile::write(&spec.pidfile, spawned.pid)?;
     }
-    sd.write_record(rec)
+    // Unsynced: the child waits for this write, and it describes a process that no power
+    // cut leaves running; the record pm-start writes once the service is up is synced.
+    sd.write_record_unsynced(rec)
 }
 
 /// Records and reports how the wait ended; cleans up after a failed start. Every failure

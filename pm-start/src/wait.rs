@@ -62,6 +62,8 @@ pub struct Waiter<'a> {
     pub pidfile_by: PidfileBy,
     pub baseline: PidfileBaseline,
     pub cwd: &'a Path,
+    /// The service's `--user`, for the `exec:` probes.
+    pub user: Option<&'a pm_core::spawn::Credentials>,
     pub grace: Duration,
     pub ready_timeout: Duration,
     /// Start time of the launched process: a daemon or MAINPID must not be older.
@@ -220,10 +222,11 @@ impl Waiter<'_> {
         if pid == h.pid {
             return Some(ready(h));
         }
+        // The pidfd first, so the lineage check is about this very process.
+        let daemon = Handle::open(pid, &expect).ok()?.ok()?;
         if !self.of_this_start(pid) {
             return None;
         }
-        let daemon = Handle::open(pid, &expect).ok()?.ok()?;
         let end = ready(&daemon);
         self.tracked = Tracked::Other(daemon);
         Some(end)
@@ -304,8 +307,8 @@ impl Waiter<'_> {
                 if let Some((pid, expect)) =
                     ready::fresh_pid(self.pidfile, &self.baseline, self.born_after)
                 {
-                    if self.of_this_start(pid) {
-                        if let Ok(Ok(h)) = Handle::open(pid, &expect) {
+                    if let Ok(Ok(h)) = Handle::open(pid, &expect) {
+                        if self.of_this_start(pid) {
                             self.tracked = Tracked::Other(h);
                         }
                     }
@@ -334,12 +337,12 @@ impl Waiter<'_> {
             // Evidence from this start: written after the spawn, and not a symlink to
             // something older.
             Check::File(p) => {
-                pm_core::untrusted::entry_mtime(p).is_some_and(|t| t >= self.spawned_at)
+                pm_core::untrusted::entry_changed(p).is_some_and(|t| t >= self.spawned_at)
             }
             Check::Exec(cmd) => self
                 .execs
                 .entry(index)
-                .or_insert_with(|| ready::ExecProbe::new(cmd, self.cwd))
+                .or_insert_with(|| ready::ExecProbe::new(cmd, self.cwd, self.user))
                 .poll()
                 .unwrap_or(false),
             Check::Log(re) => self.follower.matches(re),
