@@ -324,10 +324,47 @@ pub fn tcp_ready(target: &str, timeout: Duration, lineage: &Lineage) -> Evidence
     else {
         return Evidence::No;
     };
-    let Some(listeners) = tcp_listeners(addr) else {
+    // IPv4 first: the common case is decided without reading /proc/net/tcp6 too.
+    let mut seen_any = false;
+    let mut verdict = Evidence::No;
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Some(listeners) = tcp_listeners(file, addr) else {
+            continue;
+        };
+        seen_any = true;
+        if listeners.is_empty() {
+            continue;
+        }
+        verdict = owned_by(&listeners, lineage);
+        if verdict == Evidence::Ours {
+            break;
+        }
+    }
+    if !seen_any {
         return Evidence::Unverifiable("/proc/net/tcp cannot be read".into());
-    };
-    owned_by(&listeners, lineage)
+    }
+    verdict
+}
+
+/// Reads a /proc table in large reads: each read(2) of a seq_file re-walks the kernel's
+/// table, so std's small first reads would cost a walk each.
+fn read_proc_table(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).ok()?;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        if buf.len() > 64 << 20 {
+            break;
+        }
+    }
+    String::from_utf8(buf).ok()
 }
 
 /// One attempt at a unix socket check: connect without blocking (a listener whose backlog
@@ -373,7 +410,7 @@ pub fn unix_ready(path: &Path, lineage: &Lineage) -> Evidence {
 /// path the listener gave to bind(2)).
 fn unix_listeners(path: &Path) -> Option<Vec<u64>> {
     const ACCEPTCON: u32 = 0x0001_0000;
-    let text = fs::read_to_string("/proc/net/unix").ok()?;
+    let text = read_proc_table("/proc/net/unix")?;
     let want = path.to_string_lossy();
     Some(
         text.lines()
@@ -388,16 +425,12 @@ fn unix_listeners(path: &Path) -> Option<Vec<u64>> {
     )
 }
 
-/// Inodes of the TCP sockets listening on `addr`'s port, on its address or on the
-/// wildcard. `None` when /proc/net/tcp cannot be read.
-fn tcp_listeners(addr: &SocketAddr) -> Option<Vec<u64>> {
+/// Inodes of the TCP sockets in `file` (/proc/net/tcp or tcp6) listening on `addr`'s
+/// port, on its address or on the wildcard. `None` when the file cannot be read.
+fn tcp_listeners(file: &str, addr: &SocketAddr) -> Option<Vec<u64>> {
     let mut out = Vec::new();
-    let mut readable = false;
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = fs::read_to_string(file) else {
-            continue;
-        };
-        readable = true;
+    {
+        let text = read_proc_table(file)?;
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
@@ -421,7 +454,7 @@ fn tcp_listeners(addr: &SocketAddr) -> Option<Vec<u64>> {
             }
         }
     }
-    readable.then_some(out)
+    Some(out)
 }
 
 /// An address as /proc/net/tcp{,6} prints it: 32-bit words in host byte order.
@@ -483,7 +516,13 @@ pub struct ExecProbe {
     /// directory the service's user controls.
     user: Option<crate::spawn::Credentials>,
     running: Option<Attempt>,
+    /// When the last attempt started: a shell per attempt is not free, so attempts are
+    /// at least [`EXEC_SPACING`] apart however often the wait loop asks.
+    last: Option<Instant>,
 }
+
+/// Shortest time between two starts of an `exec:` check's command.
+pub const EXEC_SPACING: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 struct Attempt {
@@ -504,6 +543,7 @@ impl ExecProbe {
             cwd: cwd.to_path_buf(),
             user: user.cloned(),
             running: None,
+            last: None,
         }
     }
 
@@ -522,6 +562,10 @@ impl ExecProbe {
                 }
             };
         }
+        if self.last.is_some_and(|t| t.elapsed() < EXEC_SPACING) {
+            return None;
+        }
+        self.last = Some(Instant::now());
         let Ok((life_r, life_w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
             return Some(false);
         };

@@ -1,6 +1,7 @@
 //! Waiting until the service is up: event-driven on the service's pidfd, the interrupt
 //! signalfd and the notify socket; ready checks are retried with a short backoff (1 ms
-//! doubling to 50 ms) so pm-start returns soon after the service is ready.
+//! doubling to 5 ms; `exec:` commands at most every 50 ms) so pm-start returns soon after
+//! the service is ready.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
@@ -16,7 +17,10 @@ use pm_core::record::PidfileBy;
 use pm_core::signal;
 use pm_core::spawn::Spawned;
 
-const BACKOFF_MAX: Duration = Duration::from_millis(50);
+/// Longest pause between two attempts of a polled check (tcp:, unix:, file:, pidfile): it
+/// bounds how late pm-start notices a service that became ready; a refused connect costs
+/// microseconds, so 200 attempts a second while waiting are cheap.
+const BACKOFF_MAX: Duration = Duration::from_millis(5);
 
 /// The process pm-start is watching.
 pub enum Tracked {

@@ -143,6 +143,22 @@ fn backdate(path: &Path) {
     );
 }
 
+/// Waits until the wall clock is well past the last change (ctime) of `path`'s entry, so
+/// a `file:` check cannot take it for a change after a spawn that comes next, whatever the
+/// grain of the clocks (the kernel may stamp a fine-grained ctime, pm compares it with the
+/// coarse clock).
+fn settle_ctime(path: &Path) {
+    let m = fs::symlink_metadata(path).unwrap();
+    let changed = SystemTime::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(m.ctime()).unwrap(),
+            u32::try_from(m.ctime_nsec()).unwrap(),
+        );
+    wait_until("the clock is well past the file's last change", || {
+        SystemTime::now() > changed + Duration::from_millis(100)
+    });
+}
+
 fn mkfifo(path: &Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
 }
@@ -843,6 +859,7 @@ fn file_ready_needs_a_file_newer_than_the_spawn() {
     let flag = sb.path("ready.flag");
     fs::write(&flag, "").unwrap();
     backdate(&flag);
+    settle_ctime(&flag);
     assert_not_ready_within_2s(&sb, "x", &format!("file:{}", p(&flag)), &[]);
 
     // A symlink (old) to an old file does not count either.
@@ -852,6 +869,7 @@ fn file_ready_needs_a_file_newer_than_the_spawn() {
     let link = sb.path("ready.link");
     symlink(&old, &link).unwrap();
     backdate(&link);
+    settle_ctime(&link);
     assert_not_ready_within_2s(&sb, "z", &format!("file:{}", p(&link)), &[]);
 
     // Positive control: the service touches an old file: newer than the spawn, ready.
@@ -914,6 +932,358 @@ fn notify_works_for_a_service_running_as_another_user() {
         "the service runs as nobody (real, effective, saved, fs uid)"
     );
     assert_success(&sb.stop(&["n"]), "pm-stop n");
+    assert_gone(pid);
+    assert_nothing_runs(&sb, &[]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Review findings: a symlinked directory on the way, a full backlog, the notify directory,
+// the exec: probe's user, a future mtime
+
+/// Swaps `dir` (a directory of the service user) for a symlink to `target`, as that user
+/// would: the directory is renamed away and the symlink, owned by `nobody`, takes its place.
+fn swap_dir_for_symlink(dir: &Path, target: &Path) {
+    let away = dir.with_extension("away");
+    fs::rename(dir, &away).unwrap();
+    symlink(target, dir).unwrap();
+    lchown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    assert!(fs::symlink_metadata(dir).unwrap().file_type().is_symlink());
+}
+
+#[test]
+fn log_reached_through_a_symlinked_directory_of_the_service_user_is_refused() {
+    if !root_or_skip() {
+        return;
+    }
+    let sb = shared_sandbox();
+    let home = nobody_dir(&sb, "home");
+    let logs = home.join("logs");
+    fs::create_dir(&logs).unwrap();
+    chown(&logs, Some(NOBODY), Some(NOBODY)).unwrap();
+    // Root's private directory and file, outside nobody's reach.
+    let victim_dir = sb.path("victimdir");
+    fs::create_dir(&victim_dir).unwrap();
+    fs::set_permissions(&victim_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let victim = victim_dir.join("web.log");
+    fs::write(&victim, "secret\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let log = logs.join("web.log");
+    let out = sb.start(
+        "web",
+        &[
+            "--user",
+            "nobody",
+            "--log",
+            p(&log),
+            "--",
+            "sh",
+            "-c",
+            "echo from-nobody; exec sleep 1000",
+        ],
+    );
+    assert_success(&out, "pm-start web --user nobody");
+    let pid = sb.pid("web").unwrap();
+    assert_eq!(uids_of(pid), vec![NOBODY; 4], "the service runs as nobody");
+    wait_until("the service wrote its log", || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("from-nobody"))
+    });
+    assert_success(&sb.stop(&["web"]), "pm-stop web");
+    assert_gone(pid);
+
+    // nobody swaps its logs directory for a symlink to root's directory.
+    swap_dir_for_symlink(&logs, &victim_dir);
+    let out = sb.start("web", &[]);
+    assert_secret_untouched(&victim);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("symbolic link"),
+        "stderr should say the log is reached through a symbolic link: {}",
+        describe(&out)
+    );
+    assert_nothing_runs(&sb, &[]);
+
+    // With the victim gone, pm must not create a file in root's directory either.
+    fs::remove_file(&victim).unwrap();
+    let out = sb.start("web", &[]);
+    assert!(
+        fs::symlink_metadata(&victim).is_err(),
+        "pm-start created {} through nobody's symlink (owner {:?}): {}",
+        victim.display(),
+        fs::metadata(&victim).map(|m| m.uid()),
+        describe(&out)
+    );
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("symbolic link"),
+        "stderr should say the log is reached through a symbolic link: {}",
+        describe(&out)
+    );
+    assert_nothing_runs(&sb, &[]);
+}
+
+#[test]
+fn pid_file_reached_through_a_symlinked_directory_of_the_service_user_is_refused() {
+    if !root_or_skip() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let home = nobody_dir(&sb, "home");
+    let run = home.join("run");
+    fs::create_dir(&run).unwrap();
+    chown(&run, Some(NOBODY), Some(NOBODY)).unwrap();
+    // Root's daemon (a session of its own) and its PID file in a root directory.
+    let daemon = Owned(
+        clean_std_cmd(&sb, "setsid")
+            .args(["sleep", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn setsid sleep"),
+    );
+    let dpid = daemon.pid();
+    wait_until("root's daemon runs in a session of its own", || {
+        Stat::read(dpid).is_some_and(|s| s.session == dpid && s.comm == "sleep")
+    });
+    let root_run = sb.path("rootrun");
+    fs::create_dir(&root_run).unwrap();
+    let pidfile = root_run.join("app.pid");
+    write_atomic(&pidfile, &format!("{dpid}\n"));
+
+    // nobody swaps its run directory for a symlink to root's.
+    swap_dir_for_symlink(&run, &root_run);
+    let template = format!("{}/{{name}}.pid", p(&run));
+
+    let status = sb
+        .cmd("pm-status")
+        .env("PM_PIDFILE", &template)
+        .args(["--json", "app"])
+        .output()
+        .unwrap();
+    let out = sb
+        .cmd("pm-stop")
+        .env("PM_PIDFILE", &template)
+        .arg("app")
+        .output()
+        .unwrap();
+    assert!(
+        is_alive(dpid),
+        "pm-stop killed root's daemon through nobody's directory symlink: {}",
+        describe(&out)
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("symbolic link"),
+        "stderr should say the PID file is reached through a symbolic link: {}",
+        describe(&out)
+    );
+    assert_not_reported_running(&status);
+    assert_eq!(
+        fs::read_to_string(&pidfile).unwrap(),
+        format!("{dpid}\n"),
+        "root's PID file was touched"
+    );
+    assert_nothing_runs(&sb, &[dpid]);
+}
+
+/// Binds a unix socket (at a temporary name), listen(0), fills the backlog with its own
+/// non-blocking connects, then moves the socket to argv[1]; never accepts.
+const FULL_BACKLOG_PY: &str = r#"
+import os, socket, sys, time
+path = sys.argv[1]
+tmp = path + ".tmp"
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(tmp)
+s.listen(0)
+held = []
+while True:
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.setblocking(False)
+    try:
+        c.connect(tmp)
+    except BlockingIOError:
+        break
+    held.append(c)
+    if len(held) > 64:
+        sys.exit("the backlog never filled")
+os.rename(tmp, path)
+time.sleep(1000)
+"#;
+
+#[test]
+fn unix_ready_against_a_full_backlog_honours_the_ready_timeout() {
+    if !python_ok() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let sock = sb.path("full.sock");
+    let t = Instant::now();
+    let out = sb
+        .cmd("pm-start")
+        .args(["x", "--ready", &format!("unix:{}", p(&sock))])
+        .args(["--ready-timeout", "2s", "--"])
+        .args(["python3", "-c", FULL_BACKLOG_PY])
+        .arg(&sock)
+        .timeout(Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "pm-start blocked on a listener with a full backlog ({took:?}; killed by the test): {}",
+        describe(&out)
+    );
+    assert_code(&out, 1);
+    assert!(
+        took >= Duration::from_millis(1500),
+        "pm-start should give up at its 2 s ready timeout, took {took:?}: {}",
+        describe(&out)
+    );
+    assert_nothing_runs(&sb, &[]);
+}
+
+/// Before READY=1, tries to replace the notify socket's directory by a symlink to argv[1]
+/// (rename it away, symlink in its place); then sends READY=1 to wherever the socket is.
+const NOTIFY_DIR_SWAP_PY: &str = r#"
+import os, socket, sys, time
+addr = os.environ["NOTIFY_SOCKET"]
+d = os.path.dirname(addr)
+moved = d + ".moved"
+try:
+    os.rename(d, moved)
+    addr = os.path.join(moved, os.path.basename(addr))
+    os.symlink(sys.argv[1], d)
+    print("swapped", d, flush=True)
+except OSError as e:
+    print("swap refused:", e, flush=True)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"READY=1\n", addr)
+time.sleep(1000)
+"#;
+
+#[test]
+fn notify_directory_cannot_be_swapped_by_a_service_running_as_another_user() {
+    if !root_or_skip() || !python_ok() {
+        return;
+    }
+    let sb = shared_sandbox();
+    // pm-start's own temp dir (TMPDIR), sticky and world-writable like /tmp, so that what
+    // pm leaves there is this test's alone.
+    let tmp = sb.path("tmp");
+    fs::create_dir(&tmp).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
+    // Root's directory V with a file named like the socket.
+    let v = sb.path("v");
+    fs::create_dir(&v).unwrap();
+    fs::write(v.join("notify"), "root's\n").unwrap();
+
+    let out = sb
+        .cmd("pm-start")
+        .env("TMPDIR", &tmp)
+        .args(["n", "--user", "nobody", "--ready", "notify"])
+        .args(["--ready-timeout", "10s", "--", "python3", "-c"])
+        .args([NOTIFY_DIR_SWAP_PY, p(&v)])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let log = sb.log("n");
+    let _ = sb.stop(&["n"]);
+    assert!(
+        log.contains("swap"),
+        "the service did not get to try the swap: {}\n--- log\n{log}",
+        describe(&out)
+    );
+    assert!(
+        v.join("notify").exists(),
+        "pm removed root's V/notify through the service user's symlink: {}\n--- log\n{log}",
+        describe(&out)
+    );
+    assert_eq!(fs::read_to_string(v.join("notify")).unwrap(), "root's\n");
+    let left: Vec<String> = fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("pm-notify."))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "notify directories left in TMPDIR: {left:?}: {}\n--- log\n{log}",
+        describe(&out)
+    );
+    assert_nothing_runs(&sb, &[]);
+}
+
+#[test]
+fn exec_probe_runs_as_the_services_user() {
+    if !root_or_skip() {
+        return;
+    }
+    let sb = shared_sandbox();
+    let d = nobody_dir(&sb, "d");
+    let marker = d.join("probe-uid");
+    let check = format!("exec:id -u > '{}'; true", p(&marker));
+    let out = sb
+        .cmd("pm-start")
+        .args(["x", "--user", "nobody", "--cwd", p(&d), "--ready", &check])
+        .args(["--ready-timeout", "10s", "--", "sleep", "1000"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let uid = fs::read_to_string(&marker).unwrap_or_default();
+    let owner = fs::metadata(&marker).map(|m| m.uid()).ok();
+    assert_success(&out, "pm-start --user nobody --ready exec:...");
+    let pid = sb.pid("x").unwrap();
+    assert_eq!(uids_of(pid), vec![NOBODY; 4], "the service runs as nobody");
+    assert_eq!(
+        uid.trim(),
+        NOBODY.to_string(),
+        "the exec: probe ran as uid {uid:?}, not as the service's user"
+    );
+    assert_eq!(owner, Some(NOBODY), "the probe's file is nobody's");
+    assert_success(&sb.stop(&["x"]), "pm-stop x");
+    assert_gone(pid);
+    assert_nothing_runs(&sb, &[]);
+}
+
+#[test]
+fn file_ready_with_a_future_mtime_does_not_count() {
+    if !require("touch", "coreutils") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let flag = sb.path("ready.flag");
+    let touch = sb
+        .std_cmd("touch")
+        .args(["-d", "+1 year"])
+        .arg(&flag)
+        .status()
+        .unwrap();
+    assert!(touch.success(), "touch -d '+1 year': {touch}");
+    let m = fs::metadata(&flag).unwrap();
+    assert!(
+        m.modified().unwrap() > SystemTime::now() + Duration::from_secs(300 * 86400),
+        "the mtime is a year ahead"
+    );
+    settle_ctime(&flag);
+    assert_not_ready_within_2s(&sb, "x", &format!("file:{}", p(&flag)), &[]);
+
+    // Positive control: a service that touches it is ready.
+    let out = sb.start(
+        "y",
+        &[
+            "--ready",
+            &format!("file:{}", p(&flag)),
+            "--ready-timeout",
+            "20s",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch '{}'; exec sleep 1000", p(&flag)),
+        ],
+    );
+    assert_success(&out, "pm-start y (touches its ready file)");
+    let pid = sb.pid("y").unwrap();
+    assert!(is_alive(pid));
+    assert_success(&sb.stop(&["y"]), "pm-stop y");
     assert_gone(pid);
     assert_nothing_runs(&sb, &[]);
 }

@@ -1080,3 +1080,120 @@ fn stop_timeout_is_one_deadline_for_the_group_and_the_sweep() {
     assert_gone(escapee);
     wait_all_gone(&sb, "after pm-stop");
 }
+
+// ---------------------------------------------------------------------------------------
+// Review findings: a full state dir during pm-stop, one deadline for a failed start's
+// clean-up
+
+/// The live `sleep 1000`s of the sandbox.
+fn sleeps_1000(sb: &Sandbox) -> Vec<i32> {
+    sb.processes()
+        .into_iter()
+        .filter(|&p| cmdline(p) == ["sleep", "1000"])
+        .collect()
+}
+
+#[test]
+fn a_full_state_dir_does_not_keep_pm_stop_from_stopping_the_service() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (mounts a tmpfs)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let _mounted = Tmpfs::mount(&sb, "256k");
+    let leader = sb.start_sh("svc", &[], "setsid sleep 1000 & exec sleep 1000");
+    let mut both = Vec::new();
+    wait_until("the leader and its setsid child both run", || {
+        both = sleeps_1000(&sb);
+        both.len() == 2
+    });
+    assert!(both.contains(&leader), "{both:?}");
+    let child = *both.iter().find(|&&p| p != leader).unwrap();
+    let s = proc_stat(child).expect("the child runs");
+    assert!(
+        s.session == child && s.ppid == leader,
+        "the child leads its own session under the leader: {}",
+        show(child)
+    );
+    fill(&sb.state.join("filler"));
+
+    let out = sb
+        .cmd("pm-stop")
+        .arg("svc")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .expect("run pm-stop");
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "pm-stop on a full state dir: {}",
+        describe(&out)
+    );
+    assert!(
+        !is_alive(leader) && !is_alive(child),
+        "pm-stop on a full state dir left the service running: {} / {}\n{}",
+        show(leader),
+        show(child),
+        describe(&out)
+    );
+    wait_all_gone(&sb, "after pm-stop on a full state dir");
+}
+
+#[test]
+fn a_failed_starts_clean_up_is_one_deadline_for_every_daemon() {
+    let sb = Sandbox::new();
+    let loops = sb.path("loops.pid");
+    let env = format!("L={}", p(&loops));
+    let never = sb.path("never");
+    let ready = format!("file:{}", p(&never));
+    // The leader stays; three TERM-ignoring loops double-fork into sessions of their own
+    // and are re-parented to pm-start (a child subreaper).
+    let script = "for i in 1 2 3; do \
+                    ( setsid sh -c 'trap \"\" TERM; echo $$ >> \"$L\"; \
+                      while :; do sleep 0.1; done' & ); \
+                  done; exec sleep 1000";
+    let mut start = bg(
+        &sb,
+        "start",
+        "pm-start",
+        &[
+            "x",
+            "--env",
+            &env,
+            "--ready",
+            &ready,
+            "--ready-timeout",
+            "1s",
+            "--stop-timeout",
+            "2s",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let daemons = wait_pids(&loops, 3);
+    let starter = start.pid();
+    for &d in &daemons {
+        wait_until("a loop is re-parented to pm-start", || {
+            proc_stat(d).is_some_and(|s| s.ppid == starter && s.session == d) || start.exited()
+        });
+    }
+
+    let done = start.finish(PATIENCE);
+    assert_exit(&done, 1, "pm-start, never ready");
+    assert!(
+        done.took >= Duration::from_millis(2500) && done.took < Duration::from_millis(5500),
+        "1 s ready timeout + one 2 s stop deadline for the leader and all three loops: {}",
+        done.describe()
+    );
+    assert!(
+        gone_within(&daemons, Duration::from_secs(2)),
+        "loops of the failed start survive: {:?}",
+        daemons
+            .iter()
+            .filter(|&&p| is_alive(p))
+            .map(|&p| show(p))
+            .collect::<Vec<_>>()
+    );
+    wait_all_gone(&sb, "after the failed start");
+}
