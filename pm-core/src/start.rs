@@ -128,7 +128,7 @@ pub fn stop_failed(
         kill: true,
         known,
     };
-    let outcome = stop::stop(plan, &mut |_| Ok(()))?;
+    let outcome = stop::stop(plan, &mut |_| {})?;
     if let Some(c) = child.as_mut() {
         let _ = c.try_wait();
     }

@@ -254,11 +254,11 @@ impl Scope {
 /// something cannot be stopped.
 ///
 /// `journal` is called with the processes outside the group before anything is sent to
-/// them (and only when there are some): the caller records them, so a stop that is
+/// them (and only when there are some): the caller records them, as best it can, so a stop that is
 /// killed half-way can be finished by the next one — they cannot be found again by group
 /// or session once the leader is gone. One deadline (`plan.timeout` from now) covers the
 /// group, the session and the sweep.
-pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc]) -> Result<()>) -> Result<Outcome> {
+pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome> {
     process::raise_fd_limit();
     let leader = plan.leader.take();
     let boot = process::boot_id()?;
@@ -348,7 +348,7 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc]) -> Result<()>) -> R
         return Ok(Outcome::AlreadyGone);
     }
     if !rest.handles.is_empty() || !plan.known.is_empty() {
-        journal(&rest.procs())?;
+        journal(&rest.procs());
     }
 
     // Phase 1: the leader and its group.
@@ -401,7 +401,7 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc]) -> Result<()>) -> R
     let before = rest.handles.len();
     rest.add(&extra, &boot)?;
     if rest.handles.len() > before {
-        journal(&rest.procs())?;
+        journal(&rest.procs());
     }
     let live = rest.live();
     let swept = live.len();
@@ -730,7 +730,7 @@ pub fn stop_inspected(
             .unwrap_or_default(),
     };
     let mut journaled: Option<Vec<Proc>> = None;
-    let mut journal = |procs: &[Proc]| -> Result<()> {
+    let mut journal = |procs: &[Proc]| {
         if let Some(r) = record {
             let mut r = r.clone();
             r.stopping = procs.to_vec();
@@ -739,7 +739,6 @@ pub fn stop_inspected(
             let _ = sd.write_record_unsynced(&r);
         }
         journaled = Some(procs.to_vec());
-        Ok(())
     };
     let outcome = stop(plan, &mut journal)?;
 
@@ -866,7 +865,7 @@ mod tests {
     }
 
     fn run(p: Plan) -> Result<Outcome> {
-        stop(p, &mut |_| Ok(()))
+        stop(p, &mut |_| {})
     }
 
     fn gone(pid: i32) -> bool {
