@@ -7,11 +7,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 /// The one default of each stop and readiness setting, for the record, pm-start and
 /// pm-stop alike.
-pub const DEFAULT_STOP_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGTERM;
+pub const DEFAULT_STOP_SIGNAL: Signal = Signal::SIGTERM;
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -121,11 +122,16 @@ pub struct Record {
     /// Processes outside the service's group that a stop in progress snapshotted, so a
     /// stop that was killed half-way can be finished by the next one.
     pub stopping: Vec<Proc>,
-    pub stop_signal: String,
-    pub stop_timeout_ms: u64,
-    pub grace_ms: Option<u64>,
+    /// Decoded once, valid when decoded: a record naming an unknown signal is corrupt.
+    #[serde(with = "signal_name")]
+    pub stop_signal: Signal,
+    #[serde(with = "millis", rename = "stop_timeout_ms")]
+    pub stop_timeout: Duration,
+    #[serde(with = "opt_millis", rename = "grace_ms")]
+    pub grace: Option<Duration>,
     pub ready: Vec<String>,
-    pub ready_timeout_ms: u64,
+    #[serde(with = "millis", rename = "ready_timeout_ms")]
+    pub ready_timeout: Duration,
     pub last_stop: Option<LastStop>,
     pub failure: Option<Failure>,
 }
@@ -152,11 +158,11 @@ impl Default for Record {
             starter: None,
             run_id: None,
             stopping: Vec::new(),
-            stop_signal: crate::signal::name(DEFAULT_STOP_SIGNAL).into(),
-            stop_timeout_ms: DEFAULT_STOP_TIMEOUT.as_millis() as u64,
-            grace_ms: None,
+            stop_signal: DEFAULT_STOP_SIGNAL,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            grace: None,
             ready: Vec::new(),
-            ready_timeout_ms: DEFAULT_READY_TIMEOUT.as_millis() as u64,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
             last_stop: None,
             failure: None,
         }
@@ -164,10 +170,6 @@ impl Default for Record {
 }
 
 impl Record {
-    pub fn stop_timeout(&self) -> Duration {
-        Duration::from_millis(self.stop_timeout_ms)
-    }
-
     /// The environment entry that every process of this start carries. Records written
     /// before run ids existed fall back to the NAME.
     pub fn marker(&self) -> String {
@@ -194,6 +196,51 @@ impl Record {
     /// `started_at` parsed, for ordering; records never started sort first.
     pub fn started(&self) -> Option<SystemTime> {
         self.started_at.as_deref().and_then(parse_rfc3339)
+    }
+}
+
+/// Signals in a record: by short name (`TERM`), as pm always wrote them.
+mod signal_name {
+    use nix::sys::signal::Signal;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(crate::signal::name(*sig))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+        let text = String::deserialize(d)?;
+        crate::signal::parse(&text).map_err(D::Error::custom)
+    }
+}
+
+/// Durations in a record: whole milliseconds.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::millis::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
 
@@ -239,7 +286,18 @@ mod tests {
     #[test]
     fn missing_fields_default() {
         let r: Record = serde_json::from_str(r#"{"version":1,"name":"x"}"#).unwrap();
-        assert_eq!(r.stop_signal, "TERM");
+        assert_eq!(r.stop_signal, Signal::SIGTERM);
+        // The same JSON as always: a name and milliseconds.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["stop_signal"], "TERM");
+        assert_eq!(v["stop_timeout_ms"], 10_000);
+        let r: Record = serde_json::from_str(
+            r#"{"version":1,"name":"x","stop_signal":"SIGQUIT","grace_ms":250}"#,
+        )
+        .unwrap();
+        assert_eq!(r.stop_signal, Signal::SIGQUIT);
+        assert_eq!(r.grace, Some(Duration::from_millis(250)));
+        assert!(serde_json::from_str::<Record>(r#"{"name":"x","stop_signal":"NOPE"}"#).is_err());
         assert_eq!(r.phase, Phase::Stopped);
         assert!(r.pid.is_none());
     }

@@ -687,14 +687,12 @@ pub fn stop_inspected(
     let record = ins.record.as_ref();
     let signal = match (opts.signal, record) {
         (Some(s), _) => s,
-        (None, Some(r)) => {
-            crate::signal::parse(&r.stop_signal).unwrap_or(record::DEFAULT_STOP_SIGNAL)
-        }
+        (None, Some(r)) => r.stop_signal,
         (None, None) => record::DEFAULT_STOP_SIGNAL,
     };
     let timeout = opts
         .timeout
-        .or(record.map(|r| r.stop_timeout()))
+        .or(record.map(|r| r.stop_timeout))
         .unwrap_or(DEFAULT_TIMEOUT);
     let leader = match &ins.live {
         Some((stat, expect)) => Handle::open(stat.pid, expect)?.ok(),

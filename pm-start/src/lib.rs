@@ -183,13 +183,13 @@ impl Spec {
         }
         let stop_signal = match (&cli.stop_signal, rec) {
             (Some(s), _) => signal::parse(s)?,
-            (None, Some(r)) => signal::parse(&r.stop_signal)?,
+            (None, Some(r)) => r.stop_signal,
             (None, None) => record::DEFAULT_STOP_SIGNAL,
         };
         let stop_timeout = dur(&cli.stop_timeout)?
-            .or(rec.map(|r| r.stop_timeout()))
+            .or(rec.map(|r| r.stop_timeout))
             .unwrap_or(record::DEFAULT_STOP_TIMEOUT);
-        let grace = dur(&cli.grace)?.or(rec.and_then(|r| r.grace_ms.map(Duration::from_millis)));
+        let grace = dur(&cli.grace)?.or(rec.and_then(|r| r.grace));
         let ready = if cli.ready.is_empty() {
             rec.map(|r| r.ready.clone()).unwrap_or_default()
         } else {
@@ -200,7 +200,7 @@ impl Spec {
             .map(|r| Check::parse(r))
             .collect::<Result<Vec<_>, _>>()?;
         let ready_timeout = dur(&cli.ready_timeout)?
-            .or(rec.map(|r| Duration::from_millis(r.ready_timeout_ms)))
+            .or(rec.map(|r| r.ready_timeout))
             .unwrap_or(record::DEFAULT_READY_TIMEOUT);
         Ok(Spec {
             argv: rec.map_or_else(|| cli.command.clone(), |r| r.command.clone()),
@@ -230,11 +230,11 @@ impl Spec {
             pidfile_by: self.pidfile_by,
             log: self.log.clone(),
             user: self.user.clone(),
-            stop_signal: signal::name(self.stop_signal).to_string(),
-            stop_timeout_ms: self.stop_timeout.as_millis() as u64,
-            grace_ms: self.grace.map(|g| g.as_millis() as u64),
+            stop_signal: self.stop_signal,
+            stop_timeout: self.stop_timeout,
+            grace: self.grace,
             ready: self.ready.clone(),
-            ready_timeout_ms: self.ready_timeout.as_millis() as u64,
+            ready_timeout: self.ready_timeout,
             last_stop: prior.and_then(|p| p.last_stop.clone()),
             ..Record::default()
         }
@@ -296,8 +296,9 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
             State::Starting => {
                 // "0" means the service is up: wait for the other start's outcome.
                 let Some((starter, boot, limit)) = seen.record.as_ref().and_then(|r| {
-                    let limit = Duration::from_millis(r.ready_timeout_ms)
-                        .saturating_add(r.stop_timeout())
+                    let limit = r
+                        .ready_timeout
+                        .saturating_add(r.stop_timeout)
                         .saturating_add(stop::KILL_WAIT)
                         .saturating_add(Duration::from_secs(10));
                     Some((r.starter.clone()?, r.boot_id.clone()?, limit))
