@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Child, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -116,6 +116,46 @@ impl Sandbox {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
         Owned(child)
+    }
+
+    /// Starts `PROGRAM ARGS...` in the background with the clean environment of
+    /// [`Sandbox::std_cmd`]; see [`Bg`]. `tag` names its output files in the sandbox.
+    pub fn spawn(&self, tag: &str, program: impl AsRef<OsStr>, args: &[&str]) -> Bg {
+        let mut c = self.std_cmd(program);
+        c.args(args);
+        self.spawn_cmd(tag, c)
+    }
+
+    /// A pm tool (`"pm-start"`, ...) in the background, as [`Sandbox::spawn`].
+    pub fn spawn_tool(&self, tag: &str, tool: &str, args: &[&str]) -> Bg {
+        self.spawn(tag, bin_dir().join(tool), args)
+    }
+
+    /// Starts `cmd` (built on [`Sandbox::std_cmd`]) in the background: stdin on /dev/null,
+    /// stdout and stderr to `TAG.stdout` and `TAG.stderr` in the sandbox (files, never pipes
+    /// a leaked fd could hold open). See [`Bg`].
+    pub fn spawn_cmd(&self, tag: &str, mut cmd: std::process::Command) -> Bg {
+        let out = self.path(&format!("{tag}.stdout"));
+        let err = self.path(&format!("{tag}.stderr"));
+        let what = Path::new(cmd.get_program())
+            .file_name()
+            .unwrap_or(cmd.get_program())
+            .to_string_lossy()
+            .into_owned();
+        let began = Instant::now();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        Bg {
+            child,
+            what,
+            out,
+            err,
+            began,
+        }
     }
 
     /// Runs `pm-start NAME [ARGS...]` and returns its output (whatever the exit code).
@@ -259,6 +299,113 @@ impl Drop for Owned {
     }
 }
 
+/// A pm tool or any program running in the background (not waited for), started by
+/// [`Sandbox::spawn`], [`Sandbox::spawn_tool`] or [`Sandbox::spawn_cmd`]; polled for its
+/// exit, and SIGKILLed and reaped when dropped unfinished or when [`Bg::finish`] runs out of
+/// time.
+pub struct Bg {
+    child: Child,
+    what: String,
+    out: PathBuf,
+    err: PathBuf,
+    began: Instant,
+}
+
+/// How a [`Bg`] ended: its status, its whole stdout and stderr, and how long it ran.
+pub struct Done {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// From just before the spawn to the exit.
+    pub took: Duration,
+}
+
+impl Bg {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// When it was spawned (taken just before the spawn).
+    pub fn began(&self) -> Instant {
+        self.began
+    }
+
+    /// True once it has exited (it is reaped then).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits until it exited or `limit` (since it began) passed; true if it exited.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> bool {
+        while self.began.elapsed() < limit {
+            if self.exited() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.exited()
+    }
+
+    /// What it has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// SIGKILL, then reap (so it does not linger as a zombie).
+    pub fn kill_and_reap(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until it exits, at most `limit` after it began (then kills it and fails).
+    #[track_caller]
+    pub fn finish(mut self, limit: Duration) -> Done {
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if self.began.elapsed() > limit {
+                self.kill_and_reap();
+                panic!(
+                    "{} still running after {limit:?} (killed it); stderr so far:\n{}",
+                    self.what,
+                    self.stderr_so_far()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let took = self.began.elapsed();
+        Done {
+            status,
+            took,
+            stdout: fs::read_to_string(&self.out).unwrap(),
+            stderr: fs::read_to_string(&self.err).unwrap(),
+        }
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if !self.exited() {
+            self.kill_and_reap();
+        }
+    }
+}
+
+impl Done {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Status, run time, stdout and stderr, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} after {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.status, self.took, self.stdout, self.stderr
+        )
+    }
+}
+
 /// The caller's variables that must not reach pm or a service: `PM_*`,
 /// `XDG_RUNTIME_DIR`, `NOTIFY_SOCKET`.
 fn unclean_env() -> Vec<String> {
@@ -398,6 +545,24 @@ pub fn script(sb: &Sandbox, name: &str, body: &str) -> PathBuf {
     fs::write(&p, body).unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     p
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// False (with a SKIPPED note saying what needs root) when not root.
+pub fn root_or_skip(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED: needs root ({why})");
+    false
+}
+
+/// [`require`] for python3.
+pub fn python_ok() -> bool {
+    require("python3", "python3")
 }
 
 /// True when `prog` is on PATH.

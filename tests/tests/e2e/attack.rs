@@ -18,7 +18,7 @@ use std::fs;
 use std::os::unix::fs::{chown, lchown, symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pm_tests::*;
@@ -30,26 +30,8 @@ use serde_json::Value;
 /// uid/gid of `nobody` (Debian's unprivileged user).
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// False (with a SKIPPED note) when not root.
-fn root_or_skip() -> bool {
-    if is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED: needs root (chown, --user)");
-    false
-}
-
-fn python_ok() -> bool {
-    require("python3", "python3")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
+/// What the tests that skip without root need it for.
+const ROOT_FOR: &str = "chown, --user";
 
 /// A sandbox whose directory other users may traverse (as /run is), for tests where a
 /// service running as `nobody` must reach a path inside it. The state dir stays 0700.
@@ -68,25 +50,12 @@ fn nobody_dir(sb: &Sandbox, name: &str) -> PathBuf {
     d
 }
 
-/// A std Command with the clean environment the harness gives pm tools.
-fn clean_std_cmd(sb: &Sandbox, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
-    let mut c = std::process::Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET" {
-            c.env_remove(&k);
-        }
-    }
-    c.env("PM_STATE_DIR", &sb.state)
-        .current_dir(sb.dir.path())
-        .stdin(Stdio::null());
-    c
-}
-
 /// An unrelated `sleep 1000` the test owns, in a process group of its own.
 fn sleeper(sb: &Sandbox) -> Owned {
-    let child = clean_std_cmd(sb, "sleep")
+    let child = sb
+        .std_cmd("sleep")
         .arg("1000")
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
@@ -202,103 +171,6 @@ fn assert_not_reported_running(out: &Output) {
     }
 }
 
-/// `pm-start ARGS...` as a std child (not waited for); stdout/stderr go to files.
-struct Running {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    began: Instant,
-}
-
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-fn spawn_start(sb: &Sandbox, tag: &str, args: &[&str]) -> Running {
-    let out = sb.path(&format!("{tag}.stdout"));
-    let err = sb.path(&format!("{tag}.stderr"));
-    let began = Instant::now();
-    let child = clean_std_cmd(sb, bin_dir().join("pm-start"))
-        .args(args)
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    Running {
-        child,
-        out,
-        err,
-        began,
-    }
-}
-
-impl Running {
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    /// Waits until it exited or `limit` (since it began) passed; true if it exited.
-    fn wait_for_exit(&mut self, limit: Duration) -> bool {
-        while self.began.elapsed() < limit {
-            if self.exited() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.exited()
-    }
-
-    /// Waits at most `limit` since it began (then kills it and fails).
-    #[track_caller]
-    fn finish(mut self, limit: Duration) -> Done {
-        let status = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            if self.began.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "pm-start still running after {limit:?} (killed it); stderr so far:\n{}",
-                    fs::read_to_string(&self.err).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let took = self.began.elapsed();
-        Done {
-            status,
-            took,
-            stdout: fs::read_to_string(&self.out).unwrap(),
-            stderr: fs::read_to_string(&self.err).unwrap(),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if !self.exited() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Done {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.status.code(),
-            self.took,
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
 /// Waits until NAME's record says `starting` and its service process runs.
 fn wait_starting(sb: &Sandbox, name: &str) -> i32 {
     let mut pid = 0;
@@ -315,6 +187,31 @@ fn wait_starting(sb: &Sandbox, name: &str) -> i32 {
         }
     });
     pid
+}
+
+/// Positive control for `file:`: `pm-start y --ready file:FLAG` whose service touches FLAG
+/// is ready; then it stops and nothing is left.
+#[track_caller]
+fn assert_ready_when_the_service_touches(sb: &Sandbox, flag: &Path) {
+    let out = sb.start(
+        "y",
+        &[
+            "--ready",
+            &format!("file:{}", s(flag)),
+            "--ready-timeout",
+            "20s",
+            "--",
+            "sh",
+            "-c",
+            &format!("touch '{}'; exec sleep 1000", s(flag)),
+        ],
+    );
+    assert_success(&out, "pm-start y (touches its ready file)");
+    let pid = sb.pid("y").unwrap();
+    assert!(is_alive(pid));
+    assert_success(&sb.stop(&["y"]), "pm-stop y");
+    assert_gone(pid);
+    assert_nothing_runs(sb, &[]);
 }
 
 /// `pm-start NAME --ready CHECK --ready-timeout 2s -- sleep 1000` must fail (exit 1) at
@@ -344,7 +241,7 @@ fn assert_not_ready_within_2s(sb: &Sandbox, name: &str, check: &str, owned: &[i3
 
 #[test]
 fn symlinked_pid_file_never_lends_its_targets_owner() {
-    if !root_or_skip() {
+    if !root_or_skip(ROOT_FOR) {
         return;
     }
     let sb = Sandbox::new();
@@ -358,7 +255,7 @@ fn symlinked_pid_file_never_lends_its_targets_owner() {
     let link = d.join("app.pid");
     symlink(&rootd, &link).unwrap();
     lchown(&link, Some(NOBODY), Some(NOBODY)).unwrap();
-    let template = format!("{}/{{name}}.pid", p(&d));
+    let template = format!("{}/{{name}}.pid", s(&d));
 
     let status = sb
         .cmd("pm-status")
@@ -399,7 +296,7 @@ fn pid_file_symlinked_into_proc_is_refused_and_signals_nothing() {
     fs::create_dir(&d).unwrap();
     let link = d.join("app.pid");
     symlink("/proc/sys/kernel/ns_last_pid", &link).unwrap();
-    let template = format!("{}/{{name}}.pid", p(&d));
+    let template = format!("{}/{{name}}.pid", s(&d));
     // The last PID handed out is (likely) this sleep's.
     let victim = sleeper(&sb);
 
@@ -441,7 +338,7 @@ fn dot_and_dot_dot_are_never_an_instance() {
     // `<sandbox>/d/{instance}/x.pid` with instance `..` would be `<sandbox>/x.pid`.
     let victim = sleeper(&sb);
     write_atomic(&sb.path("x.pid"), &format!("{}\n", victim.pid()));
-    let template = format!("{}/d/{{instance}}/x.pid", p(sb.dir.path()));
+    let template = format!("{}/d/{{instance}}/x.pid", s(sb.dir.path()));
 
     for name in ["svc@..", "svc@."] {
         let instance = &name[4..];
@@ -526,7 +423,7 @@ fn assert_secret_untouched(f: &Path) {
 
 #[test]
 fn log_swapped_for_a_symlink_or_hard_link_is_neither_followed_nor_chowned() {
-    if !root_or_skip() {
+    if !root_or_skip(ROOT_FOR) {
         return;
     }
     let sb = shared_sandbox();
@@ -534,7 +431,7 @@ fn log_swapped_for_a_symlink_or_hard_link_is_neither_followed_nor_chowned() {
     let log = d.join("web.log");
     let out = sb.start(
         "web",
-        &["--user", "nobody", "--log", p(&log), "--", "sleep", "1000"],
+        &["--user", "nobody", "--log", s(&log), "--", "sleep", "1000"],
     );
     assert_success(&out, "pm-start web --user nobody");
     let pid = sb.pid("web").unwrap();
@@ -552,7 +449,7 @@ fn log_swapped_for_a_symlink_or_hard_link_is_neither_followed_nor_chowned() {
     assert_code(&out, 1);
     let err = stderr(&out);
     assert!(
-        err.contains(p(&log)) && err.contains("symbolic link"),
+        err.contains(s(&log)) && err.contains("symbolic link"),
         "stderr should name the log and say it is a symbolic link: {}",
         describe(&out)
     );
@@ -568,7 +465,7 @@ fn log_swapped_for_a_symlink_or_hard_link_is_neither_followed_nor_chowned() {
     assert_code(&out, 1);
     let err = stderr(&out);
     assert!(
-        err.contains(p(&log)) && (err.contains("hard link") || err.contains("links")),
+        err.contains(s(&log)) && (err.contains("hard link") || err.contains("links")),
         "stderr should name the log and its extra links: {}",
         describe(&out)
     );
@@ -583,7 +480,7 @@ fn fifo_as_log_fails_fast_instead_of_hanging() {
     let t = Instant::now();
     let out = sb
         .cmd("pm-start")
-        .args(["x", "--log", p(&fifo), "--", "sleep", "1000"])
+        .args(["x", "--log", s(&fifo), "--", "sleep", "1000"])
         .timeout(Duration::from_secs(10))
         .output()
         .unwrap();
@@ -628,9 +525,9 @@ fn fifo_as_log_fails_fast_instead_of_hanging() {
 #[test]
 fn log_swapped_for_a_fifo_during_a_log_wait_still_times_out() {
     let sb = Sandbox::new();
-    let mut run = spawn_start(
-        &sb,
+    let mut run = sb.spawn_tool(
         "x",
+        "pm-start",
         &[
             "x",
             "--ready",
@@ -713,8 +610,8 @@ fn mainpid_case(sb: &Sandbox, marker_dir: &Path, extra: &[&str]) {
     let marker = marker_dir.join("mainpid");
     let mut args = vec!["svc", "--ready", "notify", "--ready-timeout", "20s"];
     args.extend_from_slice(extra);
-    args.extend(["--", "python3", "-c", MAINPID_PY, p(&marker)]);
-    let run = spawn_start(sb, "svc", &args);
+    args.extend(["--", "python3", "-c", MAINPID_PY, s(&marker)]);
+    let run = sb.spawn_tool("svc", "pm-start", &args);
     let service = wait_starting(sb, "svc");
     // An unrelated process, newer than the service.
     let other = sleeper(sb);
@@ -759,7 +656,7 @@ fn mainpid_naming_a_newer_unrelated_process_is_refused() {
 
 #[test]
 fn mainpid_from_a_service_running_as_another_user_is_refused_too() {
-    if !root_or_skip() || !python_ok() {
+    if !root_or_skip(ROOT_FOR) || !python_ok() {
         return;
     }
     let sb = shared_sandbox();
@@ -828,7 +725,7 @@ fn unix_ready_needs_the_services_own_listener() {
     let sb = Sandbox::new();
     let sock = sb.path("s.sock");
     let theirs = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    assert_not_ready_within_2s(&sb, "x", &format!("unix:{}", p(&sock)), &[]);
+    assert_not_ready_within_2s(&sb, "x", &format!("unix:{}", s(&sock)), &[]);
     drop(theirs);
 
     // Positive control: a service that binds and listens itself is ready.
@@ -837,12 +734,12 @@ fn unix_ready_needs_the_services_own_listener() {
         "y",
         &[
             "--ready",
-            &format!("unix:{}", p(&own)),
+            &format!("unix:{}", s(&own)),
             "--",
             "python3",
             "-c",
             UNIX_SERVER_PY,
-            p(&own),
+            s(&own),
         ],
     );
     assert_success(&out, "pm-start y (own socket)");
@@ -860,7 +757,7 @@ fn file_ready_needs_a_file_newer_than_the_spawn() {
     fs::write(&flag, "").unwrap();
     backdate(&flag);
     settle_ctime(&flag);
-    assert_not_ready_within_2s(&sb, "x", &format!("file:{}", p(&flag)), &[]);
+    assert_not_ready_within_2s(&sb, "x", &format!("file:{}", s(&flag)), &[]);
 
     // A symlink (old) to an old file does not count either.
     let old = sb.path("old.txt");
@@ -870,31 +767,13 @@ fn file_ready_needs_a_file_newer_than_the_spawn() {
     symlink(&old, &link).unwrap();
     backdate(&link);
     settle_ctime(&link);
-    assert_not_ready_within_2s(&sb, "z", &format!("file:{}", p(&link)), &[]);
+    assert_not_ready_within_2s(&sb, "z", &format!("file:{}", s(&link)), &[]);
 
     // Positive control: the service touches an old file: newer than the spawn, ready.
     let path2 = sb.path("ready2.flag");
     fs::write(&path2, "").unwrap();
     backdate(&path2);
-    let out = sb.start(
-        "y",
-        &[
-            "--ready",
-            &format!("file:{}", p(&path2)),
-            "--ready-timeout",
-            "20s",
-            "--",
-            "sh",
-            "-c",
-            &format!("touch '{}'; exec sleep 1000", p(&path2)),
-        ],
-    );
-    assert_success(&out, "pm-start y (touches its ready file)");
-    let pid = sb.pid("y").unwrap();
-    assert!(is_alive(pid));
-    assert_success(&sb.stop(&["y"]), "pm-stop y");
-    assert_gone(pid);
-    assert_nothing_runs(&sb, &[]);
+    assert_ready_when_the_service_touches(&sb, &path2);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -912,7 +791,7 @@ time.sleep(1000)
 
 #[test]
 fn notify_works_for_a_service_running_as_another_user() {
-    if !root_or_skip() || !python_ok() {
+    if !root_or_skip(ROOT_FOR) || !python_ok() {
         return;
     }
     let sb = shared_sandbox();
@@ -952,7 +831,7 @@ fn swap_dir_for_symlink(dir: &Path, target: &Path) {
 
 #[test]
 fn log_reached_through_a_symlinked_directory_of_the_service_user_is_refused() {
-    if !root_or_skip() {
+    if !root_or_skip(ROOT_FOR) {
         return;
     }
     let sb = shared_sandbox();
@@ -975,7 +854,7 @@ fn log_reached_through_a_symlinked_directory_of_the_service_user_is_refused() {
             "--user",
             "nobody",
             "--log",
-            p(&log),
+            s(&log),
             "--",
             "sh",
             "-c",
@@ -1024,7 +903,7 @@ fn log_reached_through_a_symlinked_directory_of_the_service_user_is_refused() {
 
 #[test]
 fn pid_file_reached_through_a_symlinked_directory_of_the_service_user_is_refused() {
-    if !root_or_skip() {
+    if !root_or_skip(ROOT_FOR) {
         return;
     }
     let sb = Sandbox::new();
@@ -1034,8 +913,9 @@ fn pid_file_reached_through_a_symlinked_directory_of_the_service_user_is_refused
     chown(&run, Some(NOBODY), Some(NOBODY)).unwrap();
     // Root's daemon (a session of its own) and its PID file in a root directory.
     let daemon = Owned(
-        clean_std_cmd(&sb, "setsid")
+        sb.std_cmd("setsid")
             .args(["sleep", "1000"])
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1052,7 +932,7 @@ fn pid_file_reached_through_a_symlinked_directory_of_the_service_user_is_refused
 
     // nobody swaps its run directory for a symlink to root's.
     swap_dir_for_symlink(&run, &root_run);
-    let template = format!("{}/{{name}}.pid", p(&run));
+    let template = format!("{}/{{name}}.pid", s(&run));
 
     let status = sb
         .cmd("pm-status")
@@ -1120,7 +1000,7 @@ fn unix_ready_against_a_full_backlog_honours_the_ready_timeout() {
     let t = Instant::now();
     let out = sb
         .cmd("pm-start")
-        .args(["x", "--ready", &format!("unix:{}", p(&sock))])
+        .args(["x", "--ready", &format!("unix:{}", s(&sock))])
         .args(["--ready-timeout", "2s", "--"])
         .args(["python3", "-c", FULL_BACKLOG_PY])
         .arg(&sock)
@@ -1163,7 +1043,7 @@ time.sleep(1000)
 
 #[test]
 fn notify_directory_cannot_be_swapped_by_a_service_running_as_another_user() {
-    if !root_or_skip() || !python_ok() {
+    if !root_or_skip(ROOT_FOR) || !python_ok() {
         return;
     }
     let sb = shared_sandbox();
@@ -1182,7 +1062,7 @@ fn notify_directory_cannot_be_swapped_by_a_service_running_as_another_user() {
         .env("TMPDIR", &tmp)
         .args(["n", "--user", "nobody", "--ready", "notify"])
         .args(["--ready-timeout", "10s", "--", "python3", "-c"])
-        .args([NOTIFY_DIR_SWAP_PY, p(&v)])
+        .args([NOTIFY_DIR_SWAP_PY, s(&v)])
         .timeout(Duration::from_secs(30))
         .output()
         .unwrap();
@@ -1214,16 +1094,16 @@ fn notify_directory_cannot_be_swapped_by_a_service_running_as_another_user() {
 
 #[test]
 fn exec_probe_runs_as_the_services_user() {
-    if !root_or_skip() {
+    if !root_or_skip(ROOT_FOR) {
         return;
     }
     let sb = shared_sandbox();
     let d = nobody_dir(&sb, "d");
     let marker = d.join("probe-uid");
-    let check = format!("exec:id -u > '{}'; true", p(&marker));
+    let check = format!("exec:id -u > '{}'; true", s(&marker));
     let out = sb
         .cmd("pm-start")
-        .args(["x", "--user", "nobody", "--cwd", p(&d), "--ready", &check])
+        .args(["x", "--user", "nobody", "--cwd", s(&d), "--ready", &check])
         .args(["--ready-timeout", "10s", "--", "sleep", "1000"])
         .timeout(Duration::from_secs(30))
         .output()
@@ -1264,26 +1144,8 @@ fn file_ready_with_a_future_mtime_does_not_count() {
         "the mtime is a year ahead"
     );
     settle_ctime(&flag);
-    assert_not_ready_within_2s(&sb, "x", &format!("file:{}", p(&flag)), &[]);
+    assert_not_ready_within_2s(&sb, "x", &format!("file:{}", s(&flag)), &[]);
 
     // Positive control: a service that touches it is ready.
-    let out = sb.start(
-        "y",
-        &[
-            "--ready",
-            &format!("file:{}", p(&flag)),
-            "--ready-timeout",
-            "20s",
-            "--",
-            "sh",
-            "-c",
-            &format!("touch '{}'; exec sleep 1000", p(&flag)),
-        ],
-    );
-    assert_success(&out, "pm-start y (touches its ready file)");
-    let pid = sb.pid("y").unwrap();
-    assert!(is_alive(pid));
-    assert_success(&sb.stop(&["y"]), "pm-stop y");
-    assert_gone(pid);
-    assert_nothing_runs(&sb, &[]);
+    assert_ready_when_the_service_touches(&sb, &flag);
 }

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -23,49 +23,11 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------
 // helpers
 
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// The fields of `/proc/PID/stat` these tests need, read by the test itself.
-#[derive(Debug, Clone, Copy)]
-struct Proc {
-    ppid: i32,
-    pgrp: i32,
-    session: i32,
-}
-
-fn proc_stat(pid: i32) -> Option<Proc> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
-    Some(Proc {
-        ppid: f.get(1)?.parse().ok()?,
-        pgrp: f.get(2)?.parse().ok()?,
-        session: f.get(3)?.parse().ok()?,
-    })
-}
-
-/// Every PID in /proc (zombies included).
-fn all_pids() -> Vec<i32> {
-    fs::read_dir("/proc")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Live (non-zombie) descendants of `root`, by parent PID.
 fn tree_below(root: i32) -> Vec<i32> {
     let mut kids: HashMap<i32, Vec<i32>> = HashMap::new();
-    for pid in all_pids() {
-        if let Some(s) = proc_stat(pid) {
+    for pid in procfs::pids() {
+        if let Some(s) = Stat::read(pid) {
             kids.entry(s.ppid).or_default().push(pid);
         }
     }
@@ -85,18 +47,9 @@ fn tree_below(root: i32) -> Vec<i32> {
     out
 }
 
-fn cmdline(pid: i32) -> Vec<String> {
-    fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
 /// What the test knows about a PID, for failure messages.
 fn show(pid: i32) -> String {
-    format!("pid {pid} {:?} {:?}", cmdline(pid), proc_stat(pid))
+    format!("pid {pid} {:?} {:?}", cmdline(pid), Stat::read(pid))
 }
 
 /// The PIDs in a file, one per line (none while it does not exist or is being written).
@@ -116,116 +69,6 @@ fn wait_pids(path: &Path, n: usize) -> Vec<i32> {
         text.ends_with('\n') && pids_in(path).len() >= n
     });
     pids_in(path)
-}
-
-/// `pm-TOOL ARGS...` (or any program) as a std child, not waited for, with the sandbox's
-/// clean environment; stdout/stderr go to files (never pipes a leaked fd could hold open).
-/// Dropped unfinished, it is SIGKILLed and reaped.
-struct Bg {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    began: Instant,
-}
-
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl Done {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "status {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.status, self.took, self.stdout, self.stderr
-        )
-    }
-}
-
-fn std_cmd(sb: &Sandbox, program: &Path) -> std::process::Command {
-    let mut c = std::process::Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET" {
-            c.env_remove(&k);
-        }
-    }
-    c.env("PM_STATE_DIR", &sb.state)
-        .current_dir(sb.dir.path())
-        .stdin(Stdio::null());
-    c
-}
-
-fn bg(sb: &Sandbox, tag: &str, tool: &str, args: &[&str]) -> Bg {
-    let out = sb.path(&format!("{tag}.stdout"));
-    let err = sb.path(&format!("{tag}.stderr"));
-    let began = Instant::now();
-    let child = std_cmd(sb, &bin_dir().join(tool))
-        .args(args)
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    Bg {
-        child,
-        out,
-        err,
-        began,
-    }
-}
-
-impl Bg {
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    fn stderr_so_far(&self) -> String {
-        fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// SIGKILL, then reap (so it does not linger as a zombie).
-    fn kill_and_reap(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits until it exits, at most `limit` after it was spawned (then fails).
-    #[track_caller]
-    fn finish(&mut self, limit: Duration) -> Done {
-        let status = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(
-                self.began.elapsed() < limit,
-                "still running after {limit:?}; stderr so far:\n{}",
-                self.stderr_so_far()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        Done {
-            status,
-            took: self.began.elapsed(),
-            stdout: fs::read_to_string(&self.out).unwrap_or_default(),
-            stderr: fs::read_to_string(&self.err).unwrap_or_default(),
-        }
-    }
-}
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        self.kill_and_reap();
-    }
 }
 
 #[track_caller]
@@ -305,8 +148,8 @@ fn a_pm_start_killed_at_any_moment_never_leaves_a_service_no_tool_sees() {
         // Kill delays spread evenly over 0..=20 ms after the spawn (the first few ms are
         // where pm-start spawns the service and records it).
         let delay = Duration::from_micros(i as u64 * 20_000 / (N - 1));
-        let mut start = bg(&sb, name, "pm-start", &[name, "--", "sleep", "1000"]);
-        let at = start.began + delay;
+        let mut start = sb.spawn_tool(name, "pm-start", &[name, "--", "sleep", "1000"]);
+        let at = start.began() + delay;
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         start.kill_and_reap();
     }
@@ -359,9 +202,9 @@ fn a_stop_killed_after_the_leader_died_is_finished_by_the_next_pm_stop() {
     let sb = Sandbox::new();
     let esc = sb.path("escapee.pid");
     let up = sb.path("up");
-    let env_esc = format!("ESC={}", p(&esc));
-    let env_up = format!("UP={}", p(&up));
-    let ready = format!("file:{}", p(&up));
+    let env_esc = format!("ESC={}", s(&esc));
+    let env_up = format!("UP={}", s(&up));
+    let ready = format!("file:{}", s(&up));
     // The leader dies on TERM; its child left group and session and ignores TERM.
     let leader = sb.start_sh(
         "esc",
@@ -379,13 +222,13 @@ fn a_stop_killed_after_the_leader_died_is_finished_by_the_next_pm_stop() {
          while [ ! -s \"$ESC\" ]; do sleep 0.01; done; : > \"$UP\"; exec sleep 1000",
     );
     let escapee = wait_pids(&esc, 1)[0];
-    let s = proc_stat(escapee).expect("the escapee runs");
+    let s = Stat::read(escapee).expect("the escapee runs");
     assert!(
         s.session != leader && s.pgrp != leader,
         "the escapee left group and session: {s:?}"
     );
 
-    let mut first = bg(&sb, "stop1", "pm-stop", &["esc"]);
+    let mut first = sb.spawn_tool("stop1", "pm-stop", &["esc"]);
     wait_until("the leader is gone", || !is_alive(leader));
     assert!(
         is_alive(escapee),
@@ -428,7 +271,7 @@ fn a_stop_killed_after_the_leader_died_is_finished_by_the_next_pm_stop() {
 /// worker, the restart's output).
 fn crash_and_restart(sb: &Sandbox, left_session: bool) -> (i32, i32, std::process::Output) {
     let workers = sb.path("workers");
-    let env = format!("W={}", p(&workers));
+    let env = format!("W={}", s(&workers));
     let worker = if left_session {
         "setsid sleep 1000"
     } else {
@@ -442,10 +285,10 @@ fn crash_and_restart(sb: &Sandbox, left_session: bool) -> (i32, i32, std::proces
     let old = wait_pids(&workers, 1)[0];
     if left_session {
         wait_until("the worker leads a session of its own", || {
-            proc_stat(old).is_some_and(|s| s.session == old)
+            Stat::read(old).is_some_and(|s| s.session == old)
         });
     } else {
-        let s = proc_stat(old).expect("the worker runs");
+        let s = Stat::read(old).expect("the worker runs");
         assert_eq!(s.pgrp, leader, "the worker is in the leader's group: {s:?}");
     }
     kill(Pid::from_raw(leader), Signal::SIGKILL).unwrap();
@@ -638,7 +481,7 @@ with open(os.path.join(D, "final.json"), "w") as f:
 /// PID in the innermost namespace is `ns_pid`.
 fn host_pids_of(state: &Path, ns_pid: i64) -> Vec<i32> {
     let needle = format!("PM_STATE_DIR={}", state.display());
-    all_pids()
+    procfs::pids()
         .into_iter()
         .filter(|&pid| {
             let env = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -656,8 +499,7 @@ fn host_pids_of(state: &Path, ns_pid: i64) -> Vec<i32> {
 
 #[test]
 fn processes_of_another_state_dirs_service_with_the_same_name_are_never_adopted() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (a PID namespace to force PID reuse)");
+    if !root_or_skip("a PID namespace to force PID reuse") {
         return;
     }
     if !require("unshare", "util-linux") || !require("python3", "python3") {
@@ -671,7 +513,8 @@ fn processes_of_another_state_dirs_service_with_the_same_name_are_never_adopted(
     // The namespace's init carries A's PM_STATE_DIR, so Sandbox A kills it on failure;
     // --kill-child takes the whole namespace down with `unshare`.
     let mut ns = Owned(
-        std_cmd(&a, Path::new("unshare"))
+        a.std_cmd("unshare")
+            .stdin(Stdio::null())
             .args(["--pid", "--fork", "--mount-proc", "--kill-child", "python3"])
             .arg(&prog)
             .arg(bin_dir())
@@ -807,23 +650,21 @@ fn fill(path: &Path) {
 
 #[test]
 fn a_record_that_cannot_be_written_after_ready_fails_the_start_and_stops_the_service() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (mounts a tmpfs)");
+    if !root_or_skip("mounts a tmpfs") {
         return;
     }
     let sb = Sandbox::new();
     let _mounted = Tmpfs::mount(&sb, "256k");
     let go = sb.path("go");
     let log = sb.path("x.log");
-    let ready = format!("file:{}", p(&go));
-    let mut start = bg(
-        &sb,
+    let ready = format!("file:{}", s(&go));
+    let start = sb.spawn_tool(
         "start",
         "pm-start",
         &[
             "x",
             "--log",
-            p(&log),
+            s(&log),
             "--ready",
             &ready,
             "--",
@@ -869,8 +710,7 @@ fn a_record_that_cannot_be_written_after_ready_fails_the_start_and_stops_the_ser
 #[test]
 fn a_killed_pm_start_leaves_no_exec_probe_running() {
     let sb = Sandbox::new();
-    let mut start = bg(
-        &sb,
+    let mut start = sb.spawn_tool(
         "start",
         "pm-start",
         &[
@@ -919,45 +759,53 @@ fn a_killed_pm_start_leaves_no_exec_probe_running() {
 // ---------------------------------------------------------------------------------------
 // 7. A concurrent pm-start of a starting NAME
 
-/// The `sleep 1000`s of the sandbox.
-fn sleeps(sb: &Sandbox) -> Vec<i32> {
+/// The live `sleep 1000`s of the sandbox.
+fn sleeps_1000(sb: &Sandbox) -> Vec<i32> {
     sb.processes()
         .into_iter()
         .filter(|&p| cmdline(p) == ["sleep", "1000"])
         .collect()
 }
 
-#[test]
-fn a_concurrent_start_waits_for_the_first_start_to_succeed() {
-    let sb = Sandbox::new();
+/// `pm-start x --ready file:GO --ready-timeout TIMEOUT -- sleep 1000` twice: the first
+/// waits for readiness, and the second must still be waiting 700 ms after it began.
+/// Returns GO (not yet created) and both.
+fn concurrent_starts(sb: &Sandbox, ready_timeout: &str) -> (PathBuf, Bg, Bg) {
     let go = sb.path("go");
-    let ready = format!("file:{}", p(&go));
+    let ready = format!("file:{}", s(&go));
     let args = [
         "x",
         "--ready",
         &ready,
         "--ready-timeout",
-        "30s",
+        ready_timeout,
         "--",
         "sleep",
         "1000",
     ];
-    let mut first = bg(&sb, "a", "pm-start", &args);
-    wait_starting(&sb, "x");
-    let mut second = bg(&sb, "b", "pm-start", &args);
+    let first = sb.spawn_tool("a", "pm-start", &args);
+    wait_starting(sb, "x");
+    let mut second = sb.spawn_tool("b", "pm-start", &args);
     std::thread::sleep(Duration::from_millis(700));
     assert!(
         !second.exited(),
         "the second pm-start returned while the first still waits for readiness: {}",
         second.stderr_so_far()
     );
+    (go, first, second)
+}
+
+#[test]
+fn a_concurrent_start_waits_for_the_first_start_to_succeed() {
+    let sb = Sandbox::new();
+    let (go, first, second) = concurrent_starts(&sb, "30s");
     fs::write(&go, "").unwrap();
 
     let a = first.finish(PATIENCE);
     let b = second.finish(PATIENCE);
     assert_exit(&a, 0, "first pm-start");
     assert_exit(&b, 0, "second pm-start");
-    let running = sleeps(&sb);
+    let running = sleeps_1000(&sb);
     assert_eq!(running.len(), 1, "exactly one service: {running:?}");
     assert_eq!(Some(running[0]), sb.pid("x"), "the recorded one");
     assert_eq!(sb.state_of("x"), "running");
@@ -970,27 +818,7 @@ fn a_concurrent_start_waits_for_the_first_start_to_succeed() {
 #[test]
 fn a_concurrent_start_waits_for_the_first_start_to_fail_and_reports_it() {
     let sb = Sandbox::new();
-    let go = sb.path("go");
-    let ready = format!("file:{}", p(&go));
-    let args = [
-        "x",
-        "--ready",
-        &ready,
-        "--ready-timeout",
-        "2s",
-        "--",
-        "sleep",
-        "1000",
-    ];
-    let mut first = bg(&sb, "a", "pm-start", &args);
-    wait_starting(&sb, "x");
-    let mut second = bg(&sb, "b", "pm-start", &args);
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(
-        !second.exited(),
-        "the second pm-start returned while the first still waits for readiness: {}",
-        second.stderr_so_far()
-    );
+    let (_go, first, second) = concurrent_starts(&sb, "2s");
 
     let a = first.finish(PATIENCE);
     assert_exit(&a, 1, "first pm-start, never ready");
@@ -1031,11 +859,11 @@ fn stop_timeout_is_one_deadline_for_the_group_and_the_sweep() {
     let sb = Sandbox::new();
     let esc = sb.path("escapee.pid");
     let up = sb.path("up");
-    let env_esc = format!("ESC={}", p(&esc));
-    let env_up = format!("UP={}", p(&up));
-    let ready = format!("file:{}", p(&up));
+    let env_esc = format!("ESC={}", s(&esc));
+    let env_up = format!("UP={}", s(&up));
+    let ready = format!("file:{}", s(&up));
     let stubborn = sb.path("stubborn.pid");
-    let env_stubborn = format!("STUBBORN={}", p(&stubborn));
+    let env_stubborn = format!("STUBBORN={}", s(&stubborn));
     // The leader dies on TERM; one child stays in its group and ignores TERM (so the group
     // takes the whole timeout), another left group and session and ignores TERM too.
     let leader = sb.start_sh(
@@ -1057,9 +885,9 @@ fn stop_timeout_is_one_deadline_for_the_group_and_the_sweep() {
     );
     let escapee = wait_pids(&esc, 1)[0];
     let in_group = wait_pids(&stubborn, 1)[0];
-    let s = proc_stat(escapee).expect("the escapee runs");
+    let s = Stat::read(escapee).expect("the escapee runs");
     assert!(s.session != leader, "the escapee left the session: {s:?}");
-    let s = proc_stat(in_group).expect("the stubborn group member runs");
+    let s = Stat::read(in_group).expect("the stubborn group member runs");
     assert_eq!(s.pgrp, leader, "the stubborn child is in the group: {s:?}");
 
     let t = Instant::now();
@@ -1085,18 +913,9 @@ fn stop_timeout_is_one_deadline_for_the_group_and_the_sweep() {
 // Review findings: a full state dir during pm-stop, one deadline for a failed start's
 // clean-up
 
-/// The live `sleep 1000`s of the sandbox.
-fn sleeps_1000(sb: &Sandbox) -> Vec<i32> {
-    sb.processes()
-        .into_iter()
-        .filter(|&p| cmdline(p) == ["sleep", "1000"])
-        .collect()
-}
-
 #[test]
 fn a_full_state_dir_does_not_keep_pm_stop_from_stopping_the_service() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (mounts a tmpfs)");
+    if !root_or_skip("mounts a tmpfs") {
         return;
     }
     let sb = Sandbox::new();
@@ -1109,7 +928,7 @@ fn a_full_state_dir_does_not_keep_pm_stop_from_stopping_the_service() {
     });
     assert!(both.contains(&leader), "{both:?}");
     let child = *both.iter().find(|&&p| p != leader).unwrap();
-    let s = proc_stat(child).expect("the child runs");
+    let s = Stat::read(child).expect("the child runs");
     assert!(
         s.session == child && s.ppid == leader,
         "the child leads its own session under the leader: {}",
@@ -1142,17 +961,16 @@ fn a_full_state_dir_does_not_keep_pm_stop_from_stopping_the_service() {
 fn a_failed_starts_clean_up_is_one_deadline_for_every_daemon() {
     let sb = Sandbox::new();
     let loops = sb.path("loops.pid");
-    let env = format!("L={}", p(&loops));
+    let env = format!("L={}", s(&loops));
     let never = sb.path("never");
-    let ready = format!("file:{}", p(&never));
+    let ready = format!("file:{}", s(&never));
     // The leader stays; three TERM-ignoring loops double-fork into sessions of their own
     // and are re-parented to pm-start (a child subreaper).
     let script = "for i in 1 2 3; do \
                     ( setsid sh -c 'trap \"\" TERM; echo $$ >> \"$L\"; \
                       while :; do sleep 0.1; done' & ); \
                   done; exec sleep 1000";
-    let mut start = bg(
-        &sb,
+    let mut start = sb.spawn_tool(
         "start",
         "pm-start",
         &[
@@ -1175,7 +993,7 @@ fn a_failed_starts_clean_up_is_one_deadline_for_every_daemon() {
     let starter = start.pid();
     for &d in &daemons {
         wait_until("a loop is re-parented to pm-start", || {
-            proc_stat(d).is_some_and(|s| s.ppid == starter && s.session == d) || start.exited()
+            Stat::read(d).is_some_and(|s| s.ppid == starter && s.session == d) || start.exited()
         });
     }
 

@@ -116,10 +116,6 @@ impl Drop for Guard {
     }
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// The unprivileged user daemons run as when the suite runs as root.
 const USER: &str = "pmtest";
 
@@ -1090,8 +1086,7 @@ while True:
 
 #[test]
 fn user_runs_the_service_as_that_user_with_a_log_it_can_write() {
-    if !is_root() {
-        eprintln!("SKIPPED: --user needs root");
+    if !root_or_skip("--user") {
         return;
     }
     if !have_test_user() {

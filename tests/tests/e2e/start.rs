@@ -6,7 +6,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -55,101 +55,12 @@ fn assert_detached_with_sockets(pid: i32, log: &Path) {
     assert_eq!(link(2), log, "stderr of {pid}");
 }
 
-/// `pm-start NAME ARGS...` as a std child (not waited for), with the sandbox's clean
-/// environment; stdout/stderr go to files (never pipes a leaked fd could hold open).
-struct Running {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-    began: Instant,
-}
-
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-/// [`Sandbox::std_cmd`] with `$PM_START_BIN` set and stdin on /dev/null.
-fn clean_std_cmd(sb: &Sandbox, program: &Path) -> std::process::Command {
-    let mut c = sb.std_cmd(program);
+/// `sh -c SCRIPT` in the background, with `$PM_START_BIN` set.
+fn spawn_sh(sb: &Sandbox, tag: &str, script: &str) -> Bg {
+    let mut c = sb.std_cmd("/bin/sh");
     c.env("PM_START_BIN", bin_dir().join("pm-start"))
-        .stdin(Stdio::null());
-    c
-}
-
-fn spawn_in(sb: &Sandbox, tag: &str, program: &Path, args: &[&str]) -> Running {
-    let out = sb.path(&format!("{tag}.stdout"));
-    let err = sb.path(&format!("{tag}.stderr"));
-    let child = clean_std_cmd(sb, program)
-        .args(args)
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    Running {
-        child,
-        out,
-        err,
-        began: Instant::now(),
-    }
-}
-
-fn spawn_start(sb: &Sandbox, tag: &str, args: &[&str]) -> Running {
-    spawn_in(sb, tag, &bin_dir().join("pm-start"), args)
-}
-
-/// `sh -c SCRIPT` with `$PM_START_BIN` set, as a std child.
-fn spawn_sh(sb: &Sandbox, tag: &str, script: &str) -> Running {
-    spawn_in(sb, tag, Path::new("/bin/sh"), &["-c", script])
-}
-
-impl Running {
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    /// Waits at most `limit` (then kills the child we started and fails).
-    #[track_caller]
-    fn finish(mut self, limit: Duration) -> Done {
-        let status = loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                break st;
-            }
-            if self.began.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "still running after {limit:?}; stderr so far:\n{}",
-                    fs::read_to_string(&self.err).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        Done {
-            status,
-            took: self.began.elapsed(),
-            stdout: fs::read_to_string(&self.out).unwrap(),
-            stderr: fs::read_to_string(&self.err).unwrap(),
-        }
-    }
-}
-
-impl Done {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.status.code(),
-            self.took,
-            self.stdout,
-            self.stderr
-        )
-    }
+        .args(["-c", script]);
+    sb.spawn_cmd(tag, c)
 }
 
 /// Asserts `pm-start` failed with exit 1, printing `reason` and the log tail line `tail`.
@@ -198,10 +109,6 @@ fn started_pid(sb: &Sandbox, out: &std::process::Output, name: &str) -> i32 {
     );
     assert!(is_alive(pid), "recorded pid {pid} is not running");
     pid
-}
-
-fn python_ok() -> bool {
-    require("python3", "python3")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -492,8 +399,10 @@ fn daemon_test(with_ready: bool) {
     let pidfile = sb.path("run/daemon.pid");
     fs::create_dir(sb.path("run")).unwrap();
     // A stale PID file naming a live process that is not the daemon must not be taken.
-    let mut decoy = clean_std_cmd(&sb, Path::new("sleep"))
+    let mut decoy = sb
+        .std_cmd("sleep")
         .arg("100")
+        .stdin(Stdio::null())
         .spawn()
         .unwrap();
     fs::write(&pidfile, format!("{}\n", decoy.id())).unwrap();
@@ -1107,8 +1016,8 @@ fn already_running_succeeds_and_spawns_nothing() {
 #[test]
 fn twenty_concurrent_starts_start_exactly_one_process() {
     let sb = Sandbox::new();
-    let runs: Vec<Running> = (0..20)
-        .map(|i| spawn_start(&sb, &format!("c{i}"), &["web", "--", "sleep", "100"]))
+    let runs: Vec<Bg> = (0..20)
+        .map(|i| sb.spawn_tool(&format!("c{i}"), "pm-start", &["web", "--", "sleep", "100"]))
         .collect();
     let done: Vec<Done> = runs
         .into_iter()
@@ -1256,8 +1165,6 @@ fn no_command_and_no_record_exits_4() {
 // ---------------------------------------------------------------------------------------
 // while waiting: pm-status, pm-stop, signals
 
-/// Starts `pm-start svc` with a ready check that never passes; returns once pm-status
-/// says `starting` and the service runs.
 /// Nobody holds the flock on `path` right now.
 fn lock_is_free(path: &Path) -> bool {
     use nix::fcntl::{Flock, FlockArg};
@@ -1267,10 +1174,12 @@ fn lock_is_free(path: &Path) -> bool {
     Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
 }
 
-fn start_waiting(sb: &Sandbox) -> (Running, i32) {
-    let run = spawn_start(
-        sb,
+/// Starts `pm-start svc` with a ready check that never passes; returns once pm-status
+/// says `starting` and the service runs.
+fn start_waiting(sb: &Sandbox) -> (Bg, i32) {
+    let run = sb.spawn_tool(
         "waiting",
+        "pm-start",
         &[
             "svc",
             "--ready",
