@@ -359,6 +359,47 @@ fn open_pidfd(pid: i32) -> Result<Option<Option<OwnedFd>>> {
     }
 }
 
+/// The identity gate for one service: every "is this process the service's?" decision
+/// that is not an exact recorded identity goes through it — a PID file's process, a
+/// daemon a starting service names, a group or session member, a descendant, a leftover
+/// of a dead run. It knows the born-after bound (nothing older than the launch), the
+/// protected PIDs, and, once the leader is gone, the per-start marker a leftover must
+/// carry. Signals then go to the [`Handle`] the gate opened, never to a bare PID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    /// Clock ticks after boot: nothing that started earlier is the service's.
+    pub born_after: u64,
+    /// With the leader gone, the environment entry (`PM_RUN_ID=…`) a process must carry:
+    /// a recorded group or session id may have been reused after the whole service died.
+    pub marker: Option<String>,
+}
+
+impl Gate {
+    /// A gate with the born-after bound only (the leader lives, or nothing is adopted).
+    pub fn born_after(born_after: u64) -> Gate {
+        Gate {
+            born_after,
+            marker: None,
+        }
+    }
+
+    /// [`check`], and not older than the service.
+    pub fn check(&self, pid: i32, expect: &Expect) -> Result<Verdict> {
+        Ok(match check(pid, expect)? {
+            Verdict::Ours(s) if s.start_time < self.born_after => Verdict::Reused(s),
+            v => v,
+        })
+    }
+
+    /// May a process found by group, session, descendants or marker be treated (and
+    /// stopped) as part of the service?
+    pub fn admits(&self, s: &Stat) -> bool {
+        s.start_time >= self.born_after
+            && !is_protected(s.pid)
+            && self.marker.as_deref().is_none_or(|m| has_env(s.pid, m))
+    }
+}
+
 /// The processes of one start, while pm-start waits for it: the launched process and
 /// everything descended from it. pm-start is a child subreaper, so a daemon that
 /// double-forks is re-parented to pm-start rather than to init and stays in this lineage;
@@ -718,6 +759,54 @@ mod tests {
             check(pid, &by(other)).unwrap(),
             Verdict::Reused(_)
         ));
+    }
+
+    #[test]
+    fn the_gate_refuses_what_is_older_than_the_service_and_unmarked_leftovers() {
+        let child = Command::new("sleep")
+            .arg("100")
+            .env("PM_RUN_ID", "run-a")
+            .spawn()
+            .unwrap();
+        let child = Reaper(child);
+        let pid = child.0.id() as i32;
+        // Until exec, /proc shows the parent's environment.
+        let t = Instant::now();
+        while !has_env(pid, "PM_RUN_ID=run-a") && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let stat = Stat::read(pid).unwrap().unwrap();
+        let exact = Expect::StartTime {
+            start_time: stat.start_time,
+            boot_id: boot_id().unwrap(),
+        };
+        assert!(Gate::born_after(stat.start_time)
+            .check(pid, &exact)
+            .unwrap()
+            .is_ours());
+        // Started before the service: not the service's, whatever else matches.
+        assert!(matches!(
+            Gate::born_after(stat.start_time + 1)
+                .check(pid, &exact)
+                .unwrap(),
+            Verdict::Reused(_)
+        ));
+        let marked = |m: &str| Gate {
+            born_after: 0,
+            marker: Some(m.into()),
+        };
+        assert!(marked("PM_RUN_ID=run-a").admits(&stat));
+        assert!(
+            !marked("PM_RUN_ID=run-b").admits(&stat),
+            "another start's leftover"
+        );
+        assert!(Gate::born_after(0).admits(&stat));
+        assert!(!Gate::born_after(stat.start_time + 1).admits(&stat));
+        let me = Stat::read(std::process::id() as i32).unwrap().unwrap();
+        assert!(
+            !Gate::born_after(0).admits(&me),
+            "the tool itself is protected"
+        );
     }
 
     #[test]

@@ -121,8 +121,8 @@ pub fn fresh_pid(
     }
     let pf = pidfile::read(path).ok()??;
     let expect = pf.expect();
-    match process::check(pf.pid, &expect) {
-        Ok(Verdict::Ours(s)) if s.start_time >= born_after => Some((pf.pid, expect)),
+    match process::Gate::born_after(born_after).check(pf.pid, &expect) {
+        Ok(Verdict::Ours(_)) => Some((pf.pid, expect)),
         _ => None,
     }
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::name::Name;
 use crate::pidfile;
-use crate::process::{self, Expect, Stat, Verdict};
+use crate::process::{self, Expect, Gate, Stat, Verdict};
 use crate::record::{Phase, PidfileBy, Record};
 use crate::state::StateDir;
 
@@ -165,7 +165,7 @@ pub fn inspect_record(
     let Some(record) = record else {
         // Without a PID file (or with one that is not a PID file) nothing is known.
         if let Some(pf) = pf {
-            match process::check(pf.pid, &pf.expect()) {
+            match Gate::born_after(0).check(pf.pid, &pf.expect()) {
                 Ok(Verdict::Ours(stat)) => {
                     out.state = State::Running;
                     out.live = Some((stat, pf.expect()));
@@ -186,13 +186,10 @@ pub fn inspect_record(
 
     // A process the service's PID file names is the service's only if it is not older than
     // the process pm started (a daemon is that process's descendant).
-    let born_after = record.born_after().unwrap_or(0);
+    let gate = Gate::born_after(record.born_after().unwrap_or(0));
     let mut last_verdict = None;
     for (pid, expect) in candidates(&record, pf.as_ref()) {
-        let verdict = match process::check(pid, &expect) {
-            Ok(Verdict::Ours(stat)) if stat.start_time < born_after => Ok(Verdict::Reused(stat)),
-            v => v,
-        };
+        let verdict = gate.check(pid, &expect);
         match verdict {
             Ok(Verdict::Ours(stat)) => {
                 out.live = Some((stat, expect));

@@ -20,7 +20,7 @@ use crate::error::{errno, Error, Result};
 use crate::exit::Code;
 use crate::name::Name;
 use crate::pidfile;
-use crate::process::{self, Expect, Handle, Stat};
+use crate::process::{self, Expect, Gate, Handle, Stat};
 use crate::record::{self, LastStop, Phase, Record};
 use crate::state::StateDir;
 use crate::status::{inspect, State};
@@ -228,28 +228,6 @@ fn usable_id(id: Option<i32>, stats: &[Stat]) -> Option<i32> {
     (!stats.iter().any(|s| s.pid == id)).then_some(id)
 }
 
-/// Who may be treated as part of the service.
-struct Scope {
-    /// Nothing born before the service's leader belongs to it.
-    born_after: u64,
-    /// Set when the leader was already gone: a recorded group or session id may then
-    /// have been reused after the whole service died, so only processes that carry this
-    /// start's marker (pm-start puts it in the environment, children inherit it) are
-    /// adopted — not just the NAME, which another state directory may use too.
-    marker: Option<String>,
-}
-
-impl Scope {
-    fn admits(&self, s: &Stat) -> bool {
-        s.start_time >= self.born_after
-            && !process::is_protected(s.pid)
-            && self
-                .marker
-                .as_deref()
-                .is_none_or(|m| process::has_env(s.pid, m))
-    }
-}
-
 /// Runs the plan. Returns only when everything is gone, or when it is certain that
 /// something cannot be stopped.
 ///
@@ -280,7 +258,9 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome>
     } else {
         process::scan()
     };
-    let scope = Scope {
+    // With the leader gone, only this start's marked processes are adopted (not just the
+    // NAME, which another state directory may use too).
+    let scope = Gate {
         born_after: plan.born_after,
         marker: leader_stat.is_none().then(|| plan.marker.clone()),
     };
@@ -323,8 +303,7 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome>
         let known: HashSet<i32> = snapshot.iter().map(|s| s.pid).collect();
         let marked: Vec<Stat> = stats
             .iter()
-            .filter(|s| !known.contains(&s.pid) && s.start_time >= plan.born_after)
-            .filter(|s| scope.admits(s))
+            .filter(|s| !known.contains(&s.pid) && scope.admits(s))
             .cloned()
             .collect();
         snapshot.extend(marked);
@@ -446,7 +425,7 @@ fn phase(
     t: &mut Targets,
     which: &[usize],
     ids: Ids,
-    scope: &Scope,
+    scope: &Gate,
     boot: &str,
     plan: &Plan,
     (started, deadline): (Instant, Instant),
@@ -519,7 +498,7 @@ fn send(t: &Targets, which: &[usize], kill_group: Option<i32>, sig: Signal) -> R
 fn wait_group(
     group: &mut Targets,
     pgid: Option<i32>,
-    scope: &Scope,
+    scope: &Gate,
     boot: &str,
     sig: Signal,
     deadline: Instant,
