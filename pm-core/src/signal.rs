@@ -28,6 +28,27 @@ pub fn name(sig: Signal) -> &'static str {
     s.strip_prefix("SIG").unwrap_or(s)
 }
 
+/// Ends this process the way `sig` would have, once the caller has cleaned up: default
+/// action, unblocked, raised. A shell only stops a loop (`for s in a b; do pm-start …`)
+/// when the child died of SIGINT, not when it exited 130. Returns only if the signal did
+/// not end the process, with the conventional 128 + N.
+pub fn die_by(sig: Signal) -> std::process::ExitCode {
+    use nix::sys::signal::{
+        raise, sigaction, sigprocmask, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow,
+    };
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    let _ = std::io::stdout().flush();
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing the default action runs no code of ours in a handler.
+    let _ = unsafe { sigaction(sig, &default) };
+    let mut set = SigSet::empty();
+    set.add(sig);
+    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+    let _ = raise(sig);
+    std::process::ExitCode::from(128u8.saturating_add(sig as u8))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

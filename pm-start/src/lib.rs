@@ -322,7 +322,7 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
                             name.as_str(),
                             "interrupted while waiting for the other start",
                         );
-                        return Ok(ExitCode::from(128u8.saturating_add(sig as u8)));
+                        return Ok(signal::die_by(sig));
                     }
                     Awaited::TimedOut => {
                         bail!("the concurrent start (pid {}) did not finish", starter.pid)
@@ -411,7 +411,9 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
             name.as_str(),
             "interrupted before starting; nothing was started",
         );
-        return Ok(ExitCode::from(128u8.saturating_add(info.ssi_signo as u8)));
+        return Ok(
+            Signal::try_from(info.ssi_signo as i32).map_or(ExitCode::from(130), signal::die_by)
+        );
     }
     // Daemons that double-fork then reparent to pm-start rather than to init, so a failed
     // start can still find (and stop) them by parent PID.
@@ -518,6 +520,7 @@ fn finish(
     print_pid: bool,
 ) -> Result<ExitCode> {
     let name = spec.name.as_str();
+    let mut interrupted = None;
     let (reason, code) = match end {
         WaitEnd::Ready { pid, start_time } => {
             let lock = sd.lock(&spec.name)?;
@@ -590,6 +593,7 @@ fn finish(
                 exit_code: None,
                 signal: Some(signal::name(sig).to_string()),
             });
+            interrupted = Some(sig);
             (reason, 128 + sig as u8)
         }
     };
@@ -629,7 +633,7 @@ fn finish(
             eprintln!("  | {l}");
         }
     }
-    Ok(ExitCode::from(code))
+    Ok(interrupted.map_or(ExitCode::from(code), signal::die_by))
 }
 
 /// Stops what a failed start leaves behind; returns what happened for the record.

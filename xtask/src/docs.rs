@@ -21,7 +21,7 @@ fn pages() -> Vec<Page> {
                 ("0", "the service is up (or was already running)"),
                 ("1", "it could not be started: not found, not executable, exited early, killed, not ready in time; the reason and the log tail are on stderr"),
                 ("4", "no COMMAND was given and NAME has no record"),
-                ("130, 143, 129", "interrupted by SIGINT, SIGTERM or SIGHUP while waiting; the half-started service was stopped"),
+                ("130, 143, 129", "interrupted by SIGINT, SIGTERM or SIGHUP while waiting: the half-started service is stopped, then pm-start dies of that signal (the shell reports 128 + N and stops a loop)"),
             ],
             extra: "What \"up\" means: the process has not exited within \\-\\-grace and every \\-\\-ready check passed. \
 With \\-\\-pidfile, a launcher that forks and exits 0 is followed to the PID its daemon writes into the file. \
