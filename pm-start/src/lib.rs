@@ -288,6 +288,20 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
             State::Running => {
                 let pid = seen.pid().map_or("?".into(), |p| p.to_string());
                 say(TOOL, name.as_str(), format!("already running, pid {pid}"));
+                // A different command given now is not applied silently.
+                if let Some(r) = seen.record.as_ref() {
+                    if !cli.command.is_empty() && cli.command != r.command {
+                        say(
+                            TOOL,
+                            name.as_str(),
+                            format!(
+                                "it runs {:?}, not the command given ({:?}); to switch: pm-stop {name} && pm-start {name} -- COMMAND",
+                                r.command.join(" "),
+                                cli.command.join(" ")
+                            ),
+                        );
+                    }
+                }
                 if cli.print_pid {
                     pm_core::report::out(&format!("{pid}\n"))?;
                 }

@@ -26,6 +26,9 @@ Examples:
   In a script or Makefile:
     if pm-status -q db; then echo db is up; fi
 
+  Follow a service's log:
+    tail -F \"$(pm-status --log web)\"
+
   Services pm did not start, through their own PID files:
     PM_PIDFILE='/run/php/php{instance}-fpm.pid' pm-status php-fpm@8.2 php-fpm@8.3";
 
@@ -49,6 +52,10 @@ pub struct Cli {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
+    /// Print each service's log path, one per line, e.g. tail -F "$(pm-status --log web)"
+    #[arg(long, conflicts_with_all = ["json", "quiet"])]
+    pub log: bool,
+
     /// PID file for names without a record (template; default: $PM_PIDFILE)
     #[arg(long, value_name = "TEMPLATE")]
     pub pidfile: Option<String>,
@@ -58,12 +65,55 @@ pub struct Cli {
     pub complete_names: bool,
 }
 
+/// `--log`: the recorded log path of each NAME (every recorded service without NAMEs);
+/// a NAME without a record is said on stderr and makes the exit code 4.
+fn print_logs(sd: &StateDir, names: &[String]) -> Result<ExitCode> {
+    let records: Vec<(Name, pm_core::Result<Option<Record>>)> = if names.is_empty() {
+        sd.list()?
+            .into_iter()
+            .map(|(n, r)| (n, r.map(Some)))
+            .collect()
+    } else {
+        let names: Vec<Name> = names
+            .iter()
+            .map(|n| Name::new(n))
+            .collect::<Result<_, _>>()?;
+        names
+            .into_iter()
+            .map(|n| {
+                let r = sd.read_record(&n);
+                (n, r)
+            })
+            .collect()
+    };
+    let mut code = Code::Ok;
+    let mut text = String::new();
+    for (name, rec) in records {
+        match rec {
+            Ok(Some(r)) => text.push_str(&format!("{}\n", r.log.display())),
+            Ok(None) => {
+                pm_core::report::say("pm-status", name.as_str(), "unknown: no record");
+                code = Code::first_not_ok([code, Code::Unknown]);
+            }
+            Err(e) => {
+                pm_core::report::say("pm-status", name.as_str(), e);
+                code = Code::first_not_ok([code, Code::Failure]);
+            }
+        }
+    }
+    out(&text)?;
+    Ok(code.into())
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
     if cli.complete_names {
         let names: String = sd.list()?.iter().map(|(n, _)| format!("{n}\n")).collect();
         out(&names)?;
         return Ok(Code::Ok.into());
+    }
+    if cli.log {
+        return print_logs(&sd, &cli.names);
     }
     let template = pm_core::name::pidfile_template(cli.pidfile.as_deref())?;
     // Each record is read once: listed (in start order) or named.

@@ -1442,3 +1442,25 @@ fn ctrl_c_in_a_shell_loop_of_starts_stops_the_loop() {
     );
     assert!(sb.processes().is_empty(), "{:?}", sb.processes());
 }
+
+#[test]
+fn a_different_command_for_a_running_service_is_said_not_ignored() {
+    let sb = Sandbox::new();
+    let pid = sb.start_sh("web", &[], "exec sleep 100");
+    let out = sb.start("web", &["--", "sleep", "200"]);
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("already running"), "{err}");
+    assert!(
+        err.contains("sleep 200") && err.contains("pm-stop web"),
+        "{err}"
+    );
+    assert_eq!(sb.pid("web"), Some(pid), "nothing new was started");
+    // The same command again: just "already running".
+    let out = sb.start("web", &["--", "sh", "-c", "exec sleep 100"]);
+    assert!(
+        !stderr(&out).contains("not the command given"),
+        "{}",
+        stderr(&out)
+    );
+}

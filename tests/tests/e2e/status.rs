@@ -1131,3 +1131,36 @@ fn closed_pipe_is_quiet() {
         );
     }
 }
+
+#[test]
+fn log_prints_the_log_path_for_tail_and_4_for_an_unknown_name() {
+    let sb = Sandbox::new();
+    let custom = sb.path("custom.log");
+    sb.start_sh("web", &["--log", s(&custom)], "echo hello; exec sleep 100");
+    sb.start_sh("db", &[], "exec sleep 100");
+    let out = sb.cmd("pm-status").args(["--log", "web"]).output().unwrap();
+    assert_code(&out, 0);
+    assert_eq!(stdout(&out), format!("{}\n", custom.display()));
+    wait_until("the log has the line", || {
+        fs::read_to_string(stdout(&out).trim()).is_ok_and(|t| t.contains("hello"))
+    });
+    // Every recorded service, in start order, without NAMEs.
+    let out = sb.cmd("pm-status").arg("--log").output().unwrap();
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}\n{}\n",
+            custom.display(),
+            sb.state.join("db.log").display()
+        )
+    );
+    let out = sb
+        .cmd("pm-status")
+        .args(["--log", "web", "nope"])
+        .output()
+        .unwrap();
+    assert_code(&out, 4);
+    assert_eq!(stdout(&out), format!("{}\n", custom.display()));
+    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+    sb.stop(&["web", "db"]);
+}
