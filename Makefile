@@ -33,10 +33,20 @@ uninstall:
 	for t in $(TOOLS); do rm -f $(BINDIR)/$$t $(MANDIR)/man1/$$t.1 $(BASHDIR)/$$t $(ZSHDIR)/_$$t $(FISHDIR)/$$t.fish; done
 	rm -f $(MANDIR)/man7/pm.7
 
-# Builds the binaries the end-to-end tests run, then runs every test of the workspace.
+# Builds the binaries the end-to-end tests run, then runs every test of the workspace. The
+# install tests (man pages render, completions offer names) need an installed copy: unless
+# PM_TEST_PREFIX names one already, a temporary prefix is filled first and removed after.
 test:
 	$(CARGO) build --workspace
-	$(CARGO) test --workspace
+	@if [ -n "$$PM_TEST_PREFIX" ]; then \
+	  echo "$(CARGO) test --workspace   # install tests against $$PM_TEST_PREFIX"; \
+	  $(CARGO) test --workspace; \
+	else \
+	  prefix=$$(mktemp -d /tmp/pm-prefix.XXXXXX) && trap 'rm -rf "$$prefix"' EXIT && \
+	  echo "make install PREFIX=$$prefix   # for the install tests" && \
+	  $(MAKE) --no-print-directory install PREFIX="$$prefix" >/dev/null && \
+	  PM_TEST_PREFIX="$$prefix" $(CARGO) test --workspace; \
+	fi
 
 # Regenerates man/*.1 from the clap definitions (a test fails when they are stale).
 man:

@@ -1,7 +1,8 @@
 //! The install command's result: binaries, man pages and completions under a PREFIX.
 //!
-//! `.ci/run` runs `make install PREFIX=<temp>` first and passes that prefix in
-//! `PM_TEST_PREFIX`; on a developer machine without it the test says so and skips.
+//! `make test` fills a temporary prefix with `make install` and passes it in
+//! `PM_TEST_PREFIX` (as `.ci/run` does with its own); `cargo test` alone, without it, says
+//! so and skips these.
 
 use std::path::PathBuf;
 use std::process::Command;
