@@ -1164,3 +1164,46 @@ fn log_prints_the_log_path_for_tail_and_4_for_an_unknown_name() {
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
     sb.stop(&["web", "db"]);
 }
+
+/// The cron watchdog line of pm(7), run the way cron runs it: `/bin/sh -c` with an empty
+/// environment but for the crontab's own variables (PM_STATE_DIR) and a minimal PATH.
+fn cron_watchdog(sb: &Sandbox) -> Output {
+    let page =
+        fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../man/pm.7"))
+            .unwrap();
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("* * * * *"))
+        .expect("pm(7) has a cron line")
+        .replace("\\-", "-");
+    let command = line.trim_start_matches("* * * * *").trim();
+    std::process::Command::new("env")
+        .arg("-i")
+        .arg(format!("PATH={}:/usr/bin:/bin", bin_dir().display()))
+        .arg(format!("PM_STATE_DIR={}", sb.state.display()))
+        .args(["/bin/sh", "-c", command])
+        .current_dir("/")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cron_watchdog_recipe_restarts_a_dead_service_and_only_that() {
+    let sb = Sandbox::new();
+    let first = sb.start_sh("web", &[], "exec sleep 100");
+    // Running: left alone.
+    cron_watchdog(&sb);
+    assert_eq!(sb.pid("web"), Some(first));
+    // Died: restarted from its record.
+    sigkill(first);
+    wait_until("web is dead", || sb.state_of("web") == "dead");
+    let out = cron_watchdog(&sb);
+    assert_eq!(sb.state_of("web"), "running", "{}", describe(&out));
+    let second = sb.pid("web").unwrap();
+    assert_ne!(second, first);
+    // Stopped on purpose: stays stopped.
+    assert_success(&sb.stop(&["web"]), "pm-stop");
+    let out = cron_watchdog(&sb);
+    assert_eq!(sb.state_of("web"), "stopped", "{}", describe(&out));
+    assert!(sb.processes().is_empty(), "{:?}", sb.processes());
+}
