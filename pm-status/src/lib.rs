@@ -65,27 +65,36 @@ pub struct Cli {
     pub complete_names: bool,
 }
 
+/// The records to report, each read once: every recorded one in start order when no NAME
+/// is given, else the NAMEs in the order given (a NAME without a record reads as `None`).
+fn records(
+    sd: &StateDir,
+    names: &[String],
+) -> Result<Vec<(Name, pm_core::Result<Option<Record>>)>> {
+    if names.is_empty() {
+        return Ok(sd
+            .list()?
+            .into_iter()
+            .map(|(n, r)| (n, r.map(Some)))
+            .collect());
+    }
+    let names: Vec<Name> = names
+        .iter()
+        .map(|n| Name::new(n))
+        .collect::<Result<_, _>>()?;
+    Ok(names
+        .into_iter()
+        .map(|n| {
+            let r = sd.read_record(&n);
+            (n, r)
+        })
+        .collect())
+}
+
 /// `--log`: the recorded log path of each NAME (every recorded service without NAMEs);
 /// a NAME without a record is said on stderr and makes the exit code 4.
 fn print_logs(sd: &StateDir, names: &[String]) -> Result<ExitCode> {
-    let records: Vec<(Name, pm_core::Result<Option<Record>>)> = if names.is_empty() {
-        sd.list()?
-            .into_iter()
-            .map(|(n, r)| (n, r.map(Some)))
-            .collect()
-    } else {
-        let names: Vec<Name> = names
-            .iter()
-            .map(|n| Name::new(n))
-            .collect::<Result<_, _>>()?;
-        names
-            .into_iter()
-            .map(|n| {
-                let r = sd.read_record(&n);
-                (n, r)
-            })
-            .collect()
-    };
+    let records = records(sd, names)?;
     let mut code = Code::Ok;
     let mut text = String::new();
     for (name, rec) in records {
@@ -116,26 +125,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         return print_logs(&sd, &cli.names);
     }
     let template = pm_core::name::pidfile_template(cli.pidfile.as_deref())?;
-    // Each record is read once: listed (in start order) or named.
-    let todo: Vec<(Name, pm_core::Result<Option<Record>>)> = if cli.names.is_empty() {
-        sd.list()?
-            .into_iter()
-            .map(|(n, r)| (n, r.map(Some)))
-            .collect()
-    } else {
-        let names: Vec<Name> = cli
-            .names
-            .iter()
-            .map(|n| Name::new(n))
-            .collect::<Result<_, _>>()?;
-        names
-            .into_iter()
-            .map(|n| {
-                let r = sd.read_record(&n);
-                (n, r)
-            })
-            .collect()
-    };
+    let todo = records(&sd, &cli.names)?;
     let inspect = |(n, r): (Name, pm_core::Result<Option<Record>>)| {
         inspect_record(&sd, &n, template.as_deref(), r)
     };
