@@ -8,7 +8,7 @@ MANDIR = $(DESTDIR)$(PREFIX)/share/man
 BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-TOOLS = pm-start pm-stop pm-status pm-stopall
+TOOLS = pm-start pm-stop pm-status pm-stopall pm-signal
 
 .PHONY: all build install uninstall test man completions
 
@@ -33,20 +33,28 @@ uninstall:
 	for t in $(TOOLS); do rm -f $(BINDIR)/$$t $(MANDIR)/man1/$$t.1 $(BASHDIR)/$$t $(ZSHDIR)/_$$t $(FISHDIR)/$$t.fish; done
 	rm -f $(MANDIR)/man7/pm.7
 
-# Builds the binaries the end-to-end tests run, then runs every test of the workspace. The
+# Builds the binaries the end-to-end tests run, then runs every test of the workspace
+# (then the end-to-end tests again with PM_CGROUP=off, so both trackings are tested). The
 # install tests (man pages render, completions offer names) need an installed copy: unless
 # PM_TEST_PREFIX names one already, a temporary prefix is filled first and removed after.
 test:
 	$(CARGO) build --workspace
-	@if [ -n "$$PM_TEST_PREFIX" ]; then \
+	@skipped=$$(mktemp /tmp/pm-skipped.XXXXXX) && export PM_TEST_SKIPPED="$$skipped" && \
+	trap 'rm -f "$$skipped"' EXIT && \
+	if [ -n "$$PM_TEST_PREFIX" ]; then \
 	  echo "$(CARGO) test --workspace   # install tests against $$PM_TEST_PREFIX"; \
 	  $(CARGO) test --workspace; \
 	else \
-	  prefix=$$(mktemp -d /tmp/pm-prefix.XXXXXX) && trap 'rm -rf "$$prefix"' EXIT && \
+	  prefix=$$(mktemp -d /tmp/pm-prefix.XXXXXX) && trap 'rm -rf "$$prefix" "$$skipped"' EXIT && \
 	  echo "make install PREFIX=$$prefix   # for the install tests" && \
 	  $(MAKE) --no-print-directory install PREFIX="$$prefix" >/dev/null && \
 	  PM_TEST_PREFIX="$$prefix" $(CARGO) test --workspace; \
-	fi
+	fi && \
+	echo "PM_CGROUP=off $(CARGO) test -p pm-tests --test e2e   # again, with process-group tracking" && \
+	PM_CGROUP=off $(CARGO) test -q -p pm-tests --test e2e && \
+	if [ -s "$$skipped" ]; then \
+	  echo "SKIPPED ($$(sort -u "$$skipped" | wc -l); cargo counts them as ok):"; sort -u "$$skipped" | sed 's/^/  /'; \
+	else echo "no test skipped"; fi
 
 # Regenerates man/*.1 from the clap definitions (a test fails when they are stale).
 man:

@@ -76,6 +76,11 @@ pub enum Error {
 
     #[error("{0}")]
     Os(String),
+
+    /// A cgroup could not be made or set up as asked (a missing controller, a limit the
+    /// kernel refused, `PM_CGROUP=on` without a hierarchy).
+    #[error("cgroup: {0}")]
+    Cgroup(String),
 }
 
 fn exec_reason(kind: ExecFailure, err: &io::Error) -> String {

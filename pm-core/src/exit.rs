@@ -59,6 +59,57 @@ impl From<Code> for std::process::ExitCode {
     }
 }
 
+/// How a tool that dies of SIGINT, SIGTERM or SIGHUP is seen by its shell: 128 + N.
+pub const INTERRUPTED: &str = "130, 143, 129";
+
+/// What each exit code means for `tool`, in the words of its man page's EXIT STATUS
+/// section (generated from this table, so the pages cannot drift from the codes).
+pub fn meanings(tool: &str) -> Vec<(String, &'static str)> {
+    let mut rows = match tool {
+        "pm-start" => vec![
+            (Code::Ok.as_i32().to_string(), "the service is up (or was already running)"),
+            (Code::Failure.as_i32().to_string(), "it could not be started: not found, not executable, exited early, killed, not ready in time; the reason and the log tail are on stderr"),
+            (Code::Unknown.as_i32().to_string(), "no COMMAND was given and NAME has no record"),
+            (INTERRUPTED.to_string(), "interrupted by SIGINT, SIGTERM or SIGHUP while waiting: the half-started service is stopped, then pm-start dies of that signal (the shell reports 128 + N and stops a loop)"),
+        ],
+        "pm-stop" => vec![
+            (Code::Ok.as_i32().to_string(), "every NAME is stopped or was not running (a stale PID file is removed and reported)"),
+            (Code::Failure.as_i32().to_string(), "some NAME could not be stopped (permission denied, alive after SIGKILL, or alive after the timeout with \\-\\-no\\-kill); its PIDs are on stderr"),
+            (Code::Unknown.as_i32().to_string(), "some NAME is unknown: no record and no PID file (the others were still handled)"),
+            (INTERRUPTED.to_string(), "interrupted by SIGINT, SIGTERM or SIGHUP: for the service being stopped pm-stop says which signal it sent how long ago (the service may still be shutting down), then dies of that signal; running pm-stop again finishes the stop"),
+        ],
+        "pm-status" => vec![
+            (Code::Ok.as_i32().to_string(), "every NAME is running (with no NAME: every recorded service)"),
+            (Code::Failure.as_i32().to_string(), "dead: recorded as running but the process is gone or its PID was reused (stale PID file), or its leader is gone and its cgroup still holds processes"),
+            (Code::NotRunning.as_i32().to_string(), "stopped: stopped by pm-stop, or recorded and never running"),
+            (Code::Unknown.as_i32().to_string(), "unknown: no record and no PID file, or the record cannot be read"),
+            (Code::Starting.as_i32().to_string(), "starting: pm-start is still waiting for it to become ready"),
+        ],
+        "pm-stopall" => vec![
+            (Code::Ok.as_i32().to_string(), "every running service was stopped"),
+            (Code::Failure.as_i32().to_string(), "some service could not be stopped"),
+            (INTERRUPTED.to_string(), "interrupted by SIGINT, SIGTERM or SIGHUP: for each service being stopped pm-stopall says which signal it sent how long ago, then dies of that signal; running it again finishes the stops"),
+        ],
+        "pm-signal" => vec![
+            (Code::Ok.as_i32().to_string(), "every NAME was sent the signal"),
+            (Code::Failure.as_i32().to_string(), "some NAME is not running (stopped or dead) or could not be signalled; the others were still handled"),
+            (Code::Unknown.as_i32().to_string(), "some NAME is unknown: no record and no PID file"),
+        ],
+        _ => Vec::new(),
+    };
+    rows.push((
+        Code::Usage.as_i32().to_string(),
+        "usage error (bad option, name, signal, duration or template)",
+    ));
+    rows.sort_by_key(|(c, _)| {
+        c.split(',')
+            .next()
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    rows
+}
+
 /// The exit code for an error chain (as from `anyhow::Error::chain`): the first
 /// `pm_core::Error` in it decides; anything else is a plain failure.
 pub fn code_for<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> Code {

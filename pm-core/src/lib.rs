@@ -7,6 +7,10 @@
 //! [`record`]s, per-name [`lock`]s, [`pidfile`]s, [`process`] identity, [`spawn`],
 //! [`stop`], [`ready`] checks and [`status`].
 
+pub mod cgroup;
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod deliver;
 pub mod duration;
 pub mod error;
 pub mod exit;

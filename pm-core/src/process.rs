@@ -86,9 +86,16 @@ impl Stat {
             Err(e) => return Err(Error::io(path, e)),
         };
         let text = String::from_utf8_lossy(&buf[..n]);
-        Stat::parse(&text)
-            .map(Some)
-            .ok_or_else(|| Error::Os(format!("{path}: unexpected format")))
+        let mut stat =
+            Stat::parse(&text).ok_or_else(|| Error::Os(format!("{path}: unexpected format")))?;
+        // A main thread that called pthread_exit shows `Z` while the process's other
+        // threads run on: such a process is alive (and must be found and stopped).
+        if stat.is_zombie() {
+            if let Some(state) = live_thread_state(pid) {
+                stat.state = state;
+            }
+        }
+        Ok(Some(stat))
     }
 
     /// Zombies (and dead tasks) count as gone: they run no code and hold no resources
@@ -224,6 +231,16 @@ impl Verdict {
 /// Is `pid` a PID pm may ever act on?
 pub fn is_protected(pid: i32) -> bool {
     pid <= 1 || pid == std::process::id() as i32
+}
+
+/// The state of a live thread of process `pid`, if one is left (see [`Stat::read`]).
+fn live_thread_state(pid: i32) -> Option<char> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().take(65536).find_map(|t| {
+        let text = fs::read_to_string(t.path().join("stat")).ok()?;
+        let s = Stat::parse(&text)?;
+        (!s.is_zombie()).then_some(s.state)
+    })
 }
 
 /// Checks whether `pid` is the expected process right now.
@@ -416,6 +433,9 @@ pub struct Lineage {
     pub born_after: u64,
     /// Process groups of pm-start's own probes.
     pub probe_groups: Vec<i32>,
+    /// The start's cgroup, where it has one: then membership is the kernel's word, not a
+    /// walk of parent links (probes run outside it, in pm-start's own cgroup).
+    pub cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl Lineage {
@@ -429,6 +449,9 @@ impl Lineage {
         };
         if first.is_zombie() || first.start_time < self.born_after {
             return false;
+        }
+        if let Some(cg) = &self.cgroup {
+            return cg.contains(pid) && !self.probe_groups.contains(&first.pgrp);
         }
         let mut s = first;
         for _ in 0..4096 {
@@ -448,6 +471,11 @@ impl Lineage {
 
     /// Every live process of this start (the launcher, if alive, included).
     pub fn members(&self) -> Vec<i32> {
+        if let Some(cg) = &self.cgroup {
+            let mut out: Vec<i32> = cg.members().iter().map(|s| s.pid).collect();
+            out.sort_unstable();
+            return out;
+        }
         // Without the kernel's children lists, every process whose parent chain leads here.
         let found = descendants(self.starter).unwrap_or_else(|| {
             scan()

@@ -765,6 +765,7 @@ mod tests {
             launcher: me,
             born_after: 0,
             probe_groups: vec![],
+            cgroup: None,
         };
         let mut other = Command::new("sleep").arg("100").spawn().unwrap();
         let theirs = Lineage {
@@ -772,6 +773,7 @@ mod tests {
             launcher: other.id() as i32,
             born_after: 0,
             probe_groups: vec![],
+            cgroup: None,
         };
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();

@@ -101,6 +101,12 @@ pub struct Record {
     pub cwd: PathBuf,
     /// `--env KEY=VALUE` pairs, in the order given.
     pub env: Vec<(String, String)>,
+    /// The executable `argv[0]` resolved to when the service was started with a command: a
+    /// restart from the record runs the same program whatever the restarting PATH says.
+    pub exe: Option<PathBuf>,
+    /// The environment the service got, before `env` and pm's own variables: the
+    /// starting caller's. A restart from the record (from cron, say) gets it again.
+    pub environment: Vec<(String, String)>,
     pub pidfile: PathBuf,
     pub pidfile_by: PidfileBy,
     pub log: PathBuf,
@@ -122,6 +128,15 @@ pub struct Record {
     /// Processes outside the service's group that a stop in progress snapshotted, so a
     /// stop that was killed half-way can be finished by the next one.
     pub stopping: Vec<Proc>,
+    /// This start's cgroup (absolute path), where the start has one: then the cgroup is
+    /// the service (see [`crate::cgroup`]).
+    pub cgroup: Option<PathBuf>,
+    /// `--no-cgroup`, remembered for restarts from the record.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_cgroup: bool,
+    /// `--memory-max`, `--cpu-max`, `--pids-max`, remembered and applied on each start.
+    #[serde(skip_serializing_if = "crate::cgroup::Limits::is_empty")]
+    pub limits: crate::cgroup::Limits,
     /// Decoded once, valid when decoded: a record naming an unknown signal is corrupt.
     #[serde(with = "signal_name")]
     pub stop_signal: Signal,
@@ -144,6 +159,8 @@ impl Default for Record {
             command: Vec::new(),
             cwd: PathBuf::from("/"),
             env: Vec::new(),
+            exe: None,
+            environment: Vec::new(),
             pidfile: PathBuf::new(),
             pidfile_by: PidfileBy::Pm,
             log: PathBuf::new(),
@@ -158,6 +175,9 @@ impl Default for Record {
             starter: None,
             run_id: None,
             stopping: Vec::new(),
+            cgroup: None,
+            no_cgroup: false,
+            limits: crate::cgroup::Limits::default(),
             stop_signal: DEFAULT_STOP_SIGNAL,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             grace: None,
@@ -191,6 +211,17 @@ impl Record {
     /// not `MAINPID=`, not a group or session member, not a descendant.
     pub fn born_after(&self) -> Option<u64> {
         self.start_time.filter(|_| self.this_boot())
+    }
+
+    /// This start's cgroup, if it has one that pm could have made for it in state
+    /// directory `sd` (see [`crate::cgroup::Cgroup::from_record`]) and it is from this boot.
+    pub fn cgroup(&self, sd: &crate::StateDir) -> Option<crate::cgroup::Cgroup> {
+        let path = self.cgroup.as_deref()?;
+        if !self.this_boot() {
+            return None;
+        }
+        let id = sd.cgroup_id(false)?;
+        crate::cgroup::Cgroup::from_record(path, &self.name, self.run_id.as_deref(), &id)
     }
 
     /// `started_at` parsed, for ordering; records never started sort first.

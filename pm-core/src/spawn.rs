@@ -79,8 +79,14 @@ impl Credentials {
 pub struct SpawnSpec<'a> {
     pub argv: &'a [String],
     pub cwd: &'a Path,
-    /// Extra environment, applied over the caller's.
+    /// Extra environment, applied over the base one.
     pub env: &'a [(String, String)],
+    /// The base environment: the caller's when `None`; else exactly this (a restart from
+    /// the record gets the environment of the first start, not the restarting caller's).
+    pub base_env: Option<&'a [(String, String)]>,
+    /// The executable to run, resolved when the service was first started (`argv[0]` is
+    /// still passed as given); `None` searches PATH now.
+    pub program: Option<&'a Path>,
     pub log: &'a Path,
     pub user: Option<&'a Credentials>,
 }
@@ -96,6 +102,30 @@ impl Spawned {
     pub fn pid(&self) -> i32 {
         self.handle.pid
     }
+}
+
+/// Where `program` would be found now: as given if it names a path (relative to `cwd`),
+/// else the first executable file of that name in `path` (a PATH value). `None` if there
+/// is none (the spawn then reports "command not found").
+pub fn resolve_program(program: &str, path: Option<&str>, cwd: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        return Some(cwd.join(program));
+    }
+    let path = path.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':').find_map(|dir| {
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(dir)
+        };
+        let candidate = cwd.join(dir).join(program);
+        let meta = std::fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+    })
 }
 
 /// Opens (creating if needed) the log for appending. The log may sit in a directory the
@@ -151,7 +181,17 @@ pub fn spawn(
     }
     let log = open_log(spec.log, spec.user)?;
     let log2 = log.try_clone().map_err(|e| Error::io(spec.log, e))?;
-    let mut cmd = Command::new(&program);
+    let mut cmd = match spec.program {
+        Some(exe) => {
+            let mut c = Command::new(exe);
+            std::os::unix::process::CommandExt::arg0(&mut c, &program);
+            c
+        }
+        None => Command::new(&program),
+    };
+    if let Some(base) = spec.base_env {
+        cmd.env_clear().envs(base.iter().map(|(k, v)| (k, v)));
+    }
     cmd.args(&spec.argv[1..])
         .current_dir(spec.cwd)
         .stdin(Stdio::null())
@@ -294,6 +334,8 @@ mod tests {
                 argv: &argv,
                 cwd: dir,
                 env,
+                base_env: None,
+                program: None,
                 log: &dir.join("svc.log"),
                 user: None,
             },
@@ -388,6 +430,8 @@ mod tests {
             argv: &argv,
             cwd: dir.path(),
             env: &[],
+            base_env: None,
+            program: None,
             log: &dir.path().join("svc.log"),
             user: None,
         };

@@ -97,6 +97,7 @@ pub fn await_starter(
 /// reaped only at the end: as a zombie its PID keeps its group and session ids from being
 /// reused while what is left of them is stopped.
 pub fn stop_failed(
+    sd: &crate::StateDir,
     rec: &Record,
     leader: Option<Handle>,
     born_after: u64,
@@ -127,6 +128,7 @@ pub fn stop_failed(
         timeout,
         kill: true,
         known,
+        cgroup: rec.cgroup(sd),
     };
     let outcome = stop::stop(plan, &mut |_| {})?;
     if let Some(c) = child.as_mut() {

@@ -24,7 +24,12 @@ pub const MAX_RECORD: u64 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
+    /// `.cgroup-id`, read once.
+    cgroup_id: std::sync::OnceLock<Option<String>>,
 }
+
+/// The file in a state directory that names its cgroups (see [`StateDir::cgroup_id`]).
+const CGROUP_ID_FILE: &str = ".cgroup-id";
 
 /// Where the state directory is, before any check: the documented resolution order.
 pub fn locate(
@@ -75,7 +80,7 @@ impl StateDir {
                     .map_err(|e| Error::io(&path, e))?;
                 fs::metadata(&path).map_err(|e| Error::io(&path, e))?
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StateDir { path }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StateDir::at(path)),
             Err(e) => return Err(Error::io(&path, e)),
         };
         if !meta.is_dir() {
@@ -93,11 +98,62 @@ impl StateDir {
                 meta.permissions().mode() & 0o7777
             )));
         }
-        Ok(StateDir { path })
+        Ok(StateDir::at(path))
+    }
+
+    fn at(path: PathBuf) -> StateDir {
+        StateDir {
+            path,
+            cgroup_id: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The random id that names this state directory's cgroups (`.cgroup-id`, 32 hex
+    /// digits), made by the first start that needs it (`create`). Random, not derived from
+    /// the path: two state directories at the same path in different mount namespaces
+    /// (containers, PrivateTmp) must never share cgroups.
+    pub fn cgroup_id(&self, create: bool) -> Option<String> {
+        let path = self.path.join(CGROUP_ID_FILE);
+        let read = || -> Option<String> {
+            let mut f = File::options()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)
+                .ok()?;
+            let mut buf = [0u8; 64];
+            let n = f.read(&mut buf).ok()?;
+            let id = std::str::from_utf8(&buf[..n]).ok()?.trim().to_string();
+            (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+        };
+        if let Some(id) = self.cgroup_id.get().cloned().flatten() {
+            return Some(id);
+        }
+        let mut id = read();
+        if id.is_none() && create {
+            let mut raw = [0u8; 16];
+            let random = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw));
+            if random.is_ok() {
+                let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                // Written aside, then linked into place: a concurrent start either wins
+                // or reads the winner's whole id.
+                let tmp = self
+                    .path
+                    .join(format!(".cgroup-id.{}.tmp", std::process::id()));
+                if write_atomic(&tmp, format!("{hex}\n").as_bytes(), 0o600).is_ok() {
+                    let _ = fs::hard_link(&tmp, &path);
+                    let _ = fs::remove_file(&tmp);
+                }
+                id = read();
+            }
+        }
+        if id.is_some() {
+            let _ = self.cgroup_id.set(id.clone());
+        }
+        id
     }
 
     pub fn record_path(&self, name: &Name) -> PathBuf {
@@ -128,6 +184,26 @@ impl StateDir {
     /// Takes the per-name lock (blocking).
     pub fn lock(&self, name: &Name) -> Result<NameLock> {
         NameLock::acquire(&self.lock_path(name))
+    }
+
+    /// Removes `NAME.lock` if `name` has no record and nobody holds the lock: no tool
+    /// leaves a lock file behind for a name it found unknown (a typo) or forgot.
+    pub fn tidy_lock(&self, name: &Name) {
+        if let Ok(Some(l)) = NameLock::try_acquire(&self.lock_path(name)) {
+            if !self.record_path(name).exists() {
+                let _ = l.remove();
+            }
+        }
+    }
+
+    /// Removes `NAME.json` (pm-stop --forget, under the name's lock).
+    pub fn remove_record(&self, name: &Name) -> Result<()> {
+        let path = self.record_path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
     }
 
     /// Reads `NAME.json`; `Ok(None)` when there is none.

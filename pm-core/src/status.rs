@@ -69,6 +69,8 @@ pub struct Inspection {
     pub pidfile_error: Option<Error>,
     /// A record that exists but cannot be read.
     pub error: Option<Error>,
+    /// The recorded start's cgroup, if it has one (see [`Record::cgroup`]).
+    pub cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl Inspection {
@@ -122,6 +124,7 @@ pub fn inspect_record(
         stale_pidfile: false,
         pidfile_error: None,
         error: None,
+        cgroup: None,
     };
     let record = match record {
         Ok(r) => r,
@@ -185,11 +188,32 @@ pub fn inspect_record(
     };
 
     // A process the service's PID file names is the service's only if it is not older than
-    // the process pm started (a daemon is that process's descendant).
+    // the process pm started (a daemon is that process's descendant), and, where the start
+    // has a cgroup, only if it is in it.
     let gate = Gate::born_after(record.born_after().unwrap_or(0));
+    // A record of this boot that names a cgroup pm could not have made here (copied from
+    // another state directory) describes someone else's service: it is not acted on.
+    let cgroup = record.cgroup(sd);
+    if record.cgroup.is_some() && record.this_boot() && cgroup.is_none() {
+        let e = Error::CorruptRecord {
+            path: sd.record_path(name),
+            reason: "it names a cgroup of another state directory".into(),
+        };
+        out.note = Some(e.to_string());
+        out.error = Some(e);
+        return out;
+    }
+    out.cgroup = cgroup.filter(|cg| cg.exists());
     let mut last_verdict = None;
     for (pid, expect) in candidates(&record, pf.as_ref()) {
-        let verdict = gate.check(pid, &expect);
+        let mut verdict = gate.check(pid, &expect);
+        // The recorded PID too: one reused within the start's clock tick matches its
+        // start time, but it is not in the cgroup.
+        if let (Ok(Verdict::Ours(st)), Some(cg)) = (&verdict, &out.cgroup) {
+            if !cg.contains(pid) {
+                verdict = Ok(Verdict::Reused(st.clone()));
+            }
+        }
         match verdict {
             Ok(Verdict::Ours(stat)) => {
                 out.live = Some((stat, expect));
@@ -216,20 +240,41 @@ pub fn inspect_record(
         )
         .is_ok_and(|v| v.is_ours())
     });
-    out.state = match (record.phase, out.live.is_some()) {
-        (Phase::Starting, _) if starter_alive => State::Starting,
-        (_, true) => State::Running,
-        (Phase::Running | Phase::Starting, false) => {
+    // With the leader gone, whatever is still in the start's cgroup is a service that is
+    // not running as recorded, and what pm-stop will stop.
+    // `populated` decides, not the processes pm can see: a service can hide some (more
+    // sub-cgroups than pm walks).
+    let left_in_cgroup = match (&out.live, &out.cgroup) {
+        (None, Some(cg)) if cg.populated() => Some(cg.members().len().max(1)),
+        _ => None,
+    };
+    out.state = match (record.phase, out.live.is_some(), left_in_cgroup) {
+        (Phase::Starting, _, _) if starter_alive => State::Starting,
+        (_, true, _) => State::Running,
+        (phase, false, Some(n)) => {
+            let left = format!(
+                "{n} process{} left in its cgroup",
+                if n == 1 { "" } else { "es" }
+            );
+            out.note = Some(match &last_verdict {
+                Some((pid, v)) if phase != Phase::Stopped => {
+                    format!("{}; {left}", dead_note(*pid, v))
+                }
+                _ => left,
+            });
+            State::Dead
+        }
+        (Phase::Running | Phase::Starting, false, None) => {
             if let Some((pid, v)) = &last_verdict {
                 out.note = Some(dead_note(*pid, v));
             }
             State::Dead
         }
-        (Phase::Failed, false) => {
+        (Phase::Failed, false, None) => {
             out.note = record.failure.as_ref().map(|f| f.reason.clone());
             State::Dead
         }
-        (Phase::Stopped, false) => State::Stopped,
+        (Phase::Stopped, false, None) => State::Stopped,
     };
     out.record = Some(record);
     out

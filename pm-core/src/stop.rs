@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::cgroup::Cgroup;
 use crate::error::{errno, Error, Result};
 use crate::exit::Code;
 use crate::name::Name;
@@ -27,6 +28,106 @@ use crate::status::{inspect, State};
 
 /// How long to wait for processes to disappear after SIGKILL.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// A stop in progress in this process, for a tool interrupted by Ctrl-C to say what state
+/// it leaves.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    pub name: String,
+    /// The last signal sent to the service, and when.
+    pub sent: Option<(Signal, Instant)>,
+}
+
+static IN_FLIGHT: std::sync::Mutex<Vec<InFlight>> = std::sync::Mutex::new(Vec::new());
+
+thread_local! {
+    /// The NAME this thread is stopping (pm-stopall stops several at once).
+    static CURRENT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Registers a stop of `name` on this thread for as long as it lives.
+struct Registered;
+
+impl Registered {
+    fn new(name: &str) -> Registered {
+        CURRENT.with(|c| *c.borrow_mut() = Some(name.to_string()));
+        if let Ok(mut v) = IN_FLIGHT.lock() {
+            v.push(InFlight {
+                name: name.to_string(),
+                sent: None,
+            });
+        }
+        Registered
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let name = CURRENT.with(|c| c.borrow_mut().take());
+        if let (Ok(mut v), Some(n)) = (IN_FLIGHT.lock(), name) {
+            v.retain(|f| f.name != n);
+        }
+    }
+}
+
+fn note_sent(sig: Signal) {
+    CURRENT.with(|c| {
+        if let (Some(n), Ok(mut v)) = (c.borrow().as_ref(), IN_FLIGHT.lock()) {
+            if let Some(f) = v.iter_mut().find(|f| &f.name == n) {
+                f.sent = Some((sig, Instant::now()));
+            }
+        }
+    });
+}
+
+/// The stops in progress, and the line a tool prints for each when it is interrupted.
+pub fn in_flight() -> Vec<(String, String)> {
+    let v = IN_FLIGHT.lock().map(|v| v.clone()).unwrap_or_default();
+    v.into_iter()
+        .map(|f| {
+            let line = match f.sent {
+                Some((sig, at)) => format!(
+                    "interrupted: SIG{} sent {} ago, {} may still be shutting down (pm-stop {} again finishes the stop)",
+                    crate::signal::name(sig),
+                    crate::duration::elapsed(at.elapsed()),
+                    f.name,
+                    f.name
+                ),
+                None => "interrupted before any signal was sent; left as it was".to_string(),
+            };
+            (f.name, line)
+        })
+        .collect()
+}
+
+/// For pm-stop and pm-stopall: SIGINT, SIGTERM and SIGHUP are blocked (call this before
+/// any other thread starts) and a thread waits for them; when one comes, each stop in
+/// progress is reported with what state it leaves (`say(tool, name, line)`), and the
+/// process dies of that signal, so a shell loop stops.
+pub fn report_interrupts(tool: &'static str) -> Result<()> {
+    use nix::sys::signal::{SigSet, SigmaskHow};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(sig);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|e| Error::Os(format!("blocking SIGINT/SIGTERM: {e}")))?;
+    let spawned = std::thread::Builder::new()
+        .name("interrupts".into())
+        .stack_size(64 << 10)
+        .spawn(move || {
+            let Ok(sig) = set.wait() else { return };
+            for (name, line) in in_flight() {
+                crate::report::say(tool, &name, line);
+            }
+            let _ = crate::signal::die_by(sig);
+            // Not reached: the default action of these signals ends the process.
+            std::process::exit(128 + sig as i32);
+        });
+    spawned
+        .map(|_| ())
+        .map_err(|e| Error::Os(format!("starting the interrupt thread: {e}")))
+}
 
 /// What to stop and how.
 #[derive(Debug)]
@@ -49,6 +150,9 @@ pub struct Plan {
     /// Processes an interrupted stop had snapshotted outside the group (from the record):
     /// still stopped if they still are those processes.
     pub known: Vec<Proc>,
+    /// The start's cgroup, where it has one: then it, not groups and sessions, is the
+    /// service.
+    pub cgroup: Option<Cgroup>,
 }
 
 /// A process by identity: PID and start time (clock ticks after boot).
@@ -66,6 +170,8 @@ pub enum Outcome {
         elapsed: Duration,
         /// Processes outside the group that had to be stopped separately.
         swept: usize,
+        /// The service had a cgroup: `swept` counts the rest of the cgroup.
+        contained: bool,
     },
     /// Some processes are still alive.
     Failed {
@@ -128,6 +234,23 @@ impl Targets {
 
     /// Adds verified handles for `stats` not seen before; returns the new ones' indices.
     fn add(&mut self, stats: &[Stat], boot: &str) -> Result<Vec<usize>> {
+        self.add_where(stats, boot, |_| true)
+    }
+
+    /// [`Targets::add`] for processes read from cgroup `cg`: kept only if, with the pidfd
+    /// open, the process is still in it (its PID may have been reused since the read).
+    fn add_in(&mut self, stats: &[Stat], boot: &str, cg: &Cgroup) -> Result<Vec<usize>> {
+        self.add_where(stats, boot, |h| cg.contains(h.pid) && !h.is_gone())
+    }
+
+    /// Opens a verified handle for each of `stats` not seen before and keeps those `keep`
+    /// accepts (asked with the pidfd open); returns the kept ones' indices.
+    fn add_where(
+        &mut self,
+        stats: &[Stat],
+        boot: &str,
+        keep: impl Fn(&Handle) -> bool,
+    ) -> Result<Vec<usize>> {
         let mut added = Vec::new();
         for s in stats {
             if !self.seen.insert(s.pid) {
@@ -138,14 +261,35 @@ impl Targets {
                 boot_id: boot.to_string(),
             };
             if let Ok(h) = Handle::open(s.pid, &expect)? {
-                self.handles.push(h);
-                added.push(self.handles.len() - 1);
+                if keep(&h) {
+                    self.handles.push(h);
+                    added.push(self.handles.len() - 1);
+                }
             }
         }
         Ok(added)
     }
 
+    /// The signal (then SIGCONT, so a stopped process can act on it) to each of `which`,
+    /// every one tried whatever happens to another; the last error, if any.
+    fn signal_each(&self, which: &[usize], sig: Signal) -> Option<Error> {
+        let mut err = None;
+        for &i in which {
+            if let Err(e) = self.signal(&[i], sig) {
+                err = Some(e);
+                continue;
+            }
+            if sig != Signal::SIGKILL && sig != Signal::SIGCONT {
+                let _ = self.signal(&[i], Signal::SIGCONT);
+            }
+        }
+        err
+    }
+
     fn signal(&self, which: &[usize], sig: Signal) -> Result<()> {
+        if sig != Signal::SIGCONT {
+            note_sent(sig);
+        }
         for &i in which {
             self.handles[i].signal(sig)?;
         }
@@ -238,6 +382,19 @@ fn usable_id(id: Option<i32>, stats: &[Stat]) -> Option<i32> {
 /// group, the session and the sweep.
 pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome> {
     process::raise_fd_limit();
+    if let Some(cg) = plan.cgroup.take() {
+        if cg.exists() {
+            return stop_contained(plan, &cg);
+        }
+        // Only an empty cgroup can be removed: nothing of the service is left, unless a
+        // live leader moved itself out (then it alone is stopped, as below).
+        if plan.leader.as_ref().is_none_or(Handle::is_gone) {
+            return Ok(Outcome::AlreadyGone);
+        }
+        plan.pgid = None;
+        plan.sid = None;
+        plan.known.clear();
+    }
     let leader = plan.leader.take();
     let boot = process::boot_id()?;
     let started = Instant::now();
@@ -359,6 +516,7 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome>
             escalated,
             elapsed: started.elapsed(),
             swept: 0,
+            contained: false,
         });
     }
     let stats = process::scan();
@@ -407,6 +565,150 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome>
         escalated,
         elapsed: started.elapsed(),
         swept,
+        contained: false,
+    })
+}
+
+/// The stop algorithm of a service with a cgroup: the cgroup is the service, and no
+/// process table scan is needed, whatever else the host runs.
+///
+/// The stop signal goes first to the leader and the members of its process group (nginx
+/// wants QUIT at its master, which stops its workers), then, once they are gone, to
+/// whatever else is in the cgroup (a crashed master's workers, a double-forked helper);
+/// the wait is for `populated 0`; after the deadline `cgroup.kill`. The empty cgroup is
+/// removed.
+fn stop_contained(mut plan: Plan, cg: &Cgroup) -> Result<Outcome> {
+    let started = Instant::now();
+    let deadline = process::deadline(plan.timeout);
+    let boot = process::boot_id()?;
+    let leader = plan.leader.take().filter(|l| !l.is_gone());
+    cg.thaw();
+    let members = cg.members();
+    // The kernel's word decides, not the processes pm can see.
+    if leader.is_none() && !cg.populated() {
+        let _ = cg.remove();
+        return Ok(Outcome::AlreadyGone);
+    }
+    let sig = plan.signal;
+    let pgrp = leader
+        .as_ref()
+        .and_then(|l| Stat::read(l.pid).ok().flatten())
+        .map(|s| s.pgrp);
+    let mut first = Targets::new();
+    if let Some(l) = leader {
+        first.seen.insert(l.pid);
+        first.handles.push(l);
+    }
+    let group: Vec<Stat> = members
+        .iter()
+        .filter(|s| pgrp.is_some_and(|g| g > 1 && s.pgrp == g))
+        .cloned()
+        .collect();
+    first.add_in(&group, &boot, cg)?;
+    let mut rest = Targets::new();
+    let fail = |first: &Targets, escalated: bool, reason: String| {
+        let mut left = first.alive();
+        left.extend(cg.members().iter().map(|s| s.pid));
+        left.sort_unstable();
+        left.dedup();
+        Outcome::Failed {
+            signal: sig,
+            escalated,
+            elapsed: started.elapsed(),
+            left,
+            reason,
+        }
+    };
+    // A process the caller may not signal (a setuid helper in a user's delegated cgroup)
+    // does not stop the stop: the others still get the signal, and cgroup.kill decides.
+    let mut denied = first.signal_each(&first.all(), sig);
+    let _ = first.wait(deadline);
+    // The rest, until a read of the cgroup finds nobody new (a fork between a read and
+    // the signals is found by the next read).
+    rest.seen.clone_from(&first.seen);
+    for _ in 0..64 {
+        let new = rest.add_in(&cg.members(), &boot, cg)?;
+        if new.is_empty() {
+            break;
+        }
+        denied = denied.or(rest.signal_each(&new, sig));
+    }
+    let swept = rest.handles.len();
+    // A service's own script may run pm-stop/pm-stopall: then this process is in the
+    // cgroup too, never signalled, and "empty" means "nobody but us" (cgroup.kill, and
+    // the cgroup's removal, are out).
+    let me = std::process::id() as i32;
+    let inside = cg.contains(me);
+    let done = |first: &Targets, rest: &mut Targets, deadline: Instant| -> Result<bool> {
+        if !inside {
+            return Ok(first.wait(deadline) && cg.wait_empty(deadline));
+        }
+        loop {
+            if !(first.wait(deadline) && rest.wait(deadline)) {
+                return Ok(false);
+            }
+            let others: Vec<Stat> = cg.members().into_iter().filter(|s| s.pid != me).collect();
+            if others.is_empty() {
+                return Ok(true);
+            }
+            let new = rest.add_in(&others, &boot, cg)?;
+            let _ = rest.signal_each(&new, sig);
+            if new.is_empty() {
+                // Seen, signalled, gone by pidfd, yet listed: exiting right now.
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+    };
+    let mut escalated = false;
+    if !done(&first, &mut rest, deadline)? {
+        if !plan.kill {
+            let mut reason = "still running after the timeout (--no-kill)".to_string();
+            if let Some(e) = denied {
+                reason = format!("{reason}; {e}");
+            }
+            return Ok(fail(&first, false, reason));
+        }
+        escalated = true;
+        let live = first.live();
+        let _ = first.signal_each(&live, Signal::SIGKILL);
+        let killed = !inside && cg.kill().map_err(|e| Error::io(cg.path(), e))?;
+        // Then one by one too, until a read finds nothing new: without cgroup.kill (before
+        // Linux 5.14), from inside the cgroup, and for what cgroup.kill misses (a process
+        // whose main thread has exited while others run).
+        for round in 0..64 {
+            if killed && round == 0 && cg.wait_empty(process::deadline(Duration::from_millis(50))) {
+                break;
+            }
+            let all = rest.add_in(&cg.members(), &boot, cg)?;
+            let live: Vec<usize> = rest.live();
+            if all.is_empty() && live.is_empty() {
+                break;
+            }
+            let _ = rest.signal_each(&live, Signal::SIGKILL);
+            if !cg.populated() {
+                break;
+            }
+        }
+        if !done(&first, &mut rest, process::deadline(KILL_WAIT))? {
+            let mut reason = "still running after SIGKILL".to_string();
+            if let Some(e) = denied {
+                reason = format!("{reason}; {e}");
+            }
+            return Ok(fail(&first, true, reason));
+        }
+    }
+    if !inside {
+        let _ = cg.remove();
+    }
+    Ok(Outcome::Stopped {
+        signal: sig,
+        escalated,
+        elapsed: started.elapsed(),
+        swept,
+        contained: true,
     })
 }
 
@@ -538,6 +840,76 @@ fn wait_group(
     }
 }
 
+/// Stops whatever is in cgroup `cg` (a start no record names any more) and removes it.
+pub fn stop_cgroup(cg: Cgroup, signal: Signal, timeout: Duration) -> Result<Outcome> {
+    stop(
+        Plan {
+            marker: String::new(),
+            leader: None,
+            pgid: None,
+            sid: None,
+            born_after: u64::MAX,
+            signal,
+            timeout,
+            kill: true,
+            known: Vec::new(),
+            cgroup: Some(cg),
+        },
+        &mut |_| {},
+    )
+}
+
+/// Stops what is in the cgroups of this state directory that no record names (earlier
+/// starts whose record was replaced or removed; a pm-start killed before its child ran
+/// leaves an empty one, which is removed). `only` limits it to one NAME; `locked` says the
+/// caller holds that NAME's lock already, else each NAME is locked while its cgroups are
+/// looked at (a pm-start between creating a cgroup and recording it holds the lock).
+/// The stop signal and timeout are the NAME's recorded ones unless `opts` overrides.
+pub fn strays(
+    sd: &StateDir,
+    base: &crate::cgroup::Base,
+    only: Option<&Name>,
+    locked: bool,
+    opts: &Options,
+) -> Vec<(String, Cgroup, Result<Outcome>)> {
+    let mut out = Vec::new();
+    for (n, cg) in base.cgroups() {
+        if only.is_some_and(|o| o.as_str() != n) {
+            continue;
+        }
+        let Ok(name) = Name::new(&n) else { continue };
+        let lock = if locked {
+            None
+        } else {
+            match sd.lock(&name) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    out.push((n, cg, Err(e)));
+                    continue;
+                }
+            }
+        };
+        let rec = sd.read_record(&name).ok().flatten();
+        if rec.as_ref().and_then(|r| r.cgroup.as_deref()) == Some(cg.path()) {
+            continue;
+        }
+        let signal = opts
+            .signal
+            .or(rec.as_ref().map(|r| r.stop_signal))
+            .unwrap_or(record::DEFAULT_STOP_SIGNAL);
+        let timeout = opts
+            .timeout
+            .or(rec.as_ref().map(|r| r.stop_timeout))
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let outcome = stop_cgroup(cg.clone(), signal, timeout);
+        out.push((n, cg, outcome));
+        if let (Some(l), None) = (lock, &rec) {
+            let _ = l.remove();
+        }
+    }
+    out
+}
+
 /// Options of pm-stop / pm-stopall that override the record.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -602,13 +974,16 @@ impl Report {
                 escalated,
                 elapsed,
                 swept,
+                contained,
             }) => {
                 let mut s = format!("stopped by SIG{}", crate::signal::name(*signal));
                 if *escalated {
                     s.push_str(", escalated to SIGKILL");
                 }
                 s.push_str(&format!(" in {}", crate::duration::elapsed(*elapsed)));
-                if *swept > 0 {
+                if *swept > 0 && *contained {
+                    s.push_str(&format!(" ({swept} more process(es) in its cgroup too)"));
+                } else if *swept > 0 {
                     s.push_str(&format!(
                         " ({swept} process(es) outside the group stopped too)"
                     ));
@@ -644,6 +1019,33 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
     stop_inspected(sd, name, ins, opts, by)
 }
 
+/// `pm-stop --forget`: [`stop_name`], then, once nothing of the service runs, its record,
+/// pm's own PID file and its lock file are removed (its log stays). Returns the stop's
+/// report and, when forgotten, the log that was kept.
+pub fn forget_name(
+    sd: &StateDir,
+    name: &Name,
+    opts: &Options,
+    by: &str,
+) -> Result<(Report, Option<std::path::PathBuf>)> {
+    let lock = sd.lock(name)?;
+    let ins = inspect(sd, name, opts.pidfile_template.as_deref());
+    let record = ins.record.clone();
+    let report = stop_inspected(sd, name, ins, opts, by)?;
+    if report.code() != Code::Ok {
+        return Ok((report, None));
+    }
+    let Some(r) = record else {
+        return Ok((report, None));
+    };
+    if r.pidfile_by == record::PidfileBy::Pm {
+        pidfile::remove(&r.pidfile)?;
+    }
+    sd.remove_record(name)?;
+    lock.remove()?;
+    Ok((report, Some(r.log)))
+}
+
 /// [`stop_name`] for a caller that already holds the name's lock and has inspected it
 /// (pm-start, which stops what is left of a dead run before starting a new one).
 pub fn stop_inspected(
@@ -653,6 +1055,7 @@ pub fn stop_inspected(
     opts: &Options,
     by: &str,
 ) -> Result<Report> {
+    let _registered = Registered::new(name.as_str());
     if let Some(e) = ins.error {
         return Err(e);
     }
@@ -663,6 +1066,10 @@ pub fn stop_inspected(
         }
         return Ok(Report::Unknown);
     }
+    let ins_cgroup = ins
+        .cgroup
+        .clone()
+        .or_else(|| ins.record.as_ref()?.cgroup(sd));
     let record = ins.record.as_ref();
     let signal = match (opts.signal, record) {
         (Some(s), _) => s,
@@ -705,6 +1112,7 @@ pub fn stop_inspected(
             .filter(|_| this_boot)
             .map(|r| r.stopping.clone())
             .unwrap_or_default(),
+        cgroup: ins_cgroup,
     };
     let mut journaled: Option<Vec<Proc>> = None;
     let mut journal = |procs: &[Proc]| {
@@ -791,6 +1199,8 @@ mod tests {
                 argv: &argv,
                 cwd: dir.path(),
                 env: &[("PM_NAME".to_string(), "unit".to_string())],
+                base_env: None,
+                program: None,
                 log: &dir.path().join("log"),
                 user: None,
             },
@@ -838,6 +1248,7 @@ mod tests {
             timeout,
             kill,
             known: Vec::new(),
+            cgroup: None,
         }
     }
 

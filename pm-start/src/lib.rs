@@ -22,7 +22,7 @@ use pm_core::report::{log_tail, say};
 use pm_core::spawn::{self, Credentials, SpawnSpec};
 use pm_core::start::{self, Awaited};
 use pm_core::status::{inspect, State};
-use pm_core::{duration, signal, stop, Code, Name, StateDir};
+use pm_core::{cgroup, cli, signal, stop, Code, Name, StateDir};
 
 use wait::{Tracked, WaitEnd};
 
@@ -78,39 +78,58 @@ pub struct Cli {
     pub cwd: Option<PathBuf>,
 
     /// Extra environment variable for the service (repeatable)
-    #[arg(long = "env", value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = cli::env_pair)]
+    pub env: Vec<(String, String)>,
 
     /// Run the service as USER (and GROUP), set before exec; needs root
     #[arg(long, value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
     /// Signal pm-stop sends first, remembered in the record [default: TERM]
-    #[arg(long, value_name = "SIG")]
-    pub stop_signal: Option<String>,
+    #[arg(long, value_name = "SIG", value_parser = cli::SignalArg, hide_possible_values = true)]
+    pub stop_signal: Option<Signal>,
 
     /// How long pm-stop waits before SIGKILL, remembered [default: 10s]
-    #[arg(long, value_name = "DURATION")]
-    pub stop_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = cli::duration)]
+    pub stop_timeout: Option<Duration>,
 
     /// The service must not exit within this time [default: 200ms, or 0 with --ready]
-    #[arg(long, value_name = "DURATION")]
-    pub grace: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = cli::duration)]
+    pub grace: Option<Duration>,
 
     /// Readiness check, repeatable, all must pass: pidfile, tcp:[HOST:]PORT, unix:PATH,
     /// file:PATH, exec:COMMAND, log:REGEX, notify. Only evidence from this start counts: a
     /// tcp:/unix: listener must be the service's, a file: newer than the start;
     /// exec: runs under /bin/sh -c; log: takes Rust regex syntax (ASCII classes)
-    #[arg(long, value_name = "CHECK")]
+    #[arg(long, value_name = "CHECK", value_parser = cli::CheckArg, hide_possible_values = true)]
     pub ready: Vec<String>,
 
     /// Give up (and stop the service) if not ready by then [default: 30s]
-    #[arg(long, value_name = "DURATION")]
-    pub ready_timeout: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = cli::duration)]
+    pub ready_timeout: Option<Duration>,
 
     /// Print the service's PID on stdout once it is up
     #[arg(long)]
     pub print_pid: bool,
+
+    /// Track the service by process group and session, not by a cgroup of its own
+    /// (as PM_CGROUP=off); remembered
+    #[arg(long)]
+    pub no_cgroup: bool,
+
+    /// Memory limit of the whole service (cgroup memory.max), e.g. 512M; remembered
+    #[arg(long, value_name = "SIZE", value_parser = cli::size)]
+    pub memory_max: Option<u64>,
+
+    /// CPU limit of the whole service (cgroup cpu.max): 50% of one CPU, or 1.5 CPUs;
+    /// remembered
+    #[arg(long, value_name = "CPUS", value_parser = cli::cpu)]
+    pub cpu_max: Option<String>,
+
+    /// Limit on the number of processes and threads of the service (cgroup pids.max);
+    /// remembered
+    #[arg(long, value_name = "N", value_parser = cli::pids)]
+    pub pids_max: Option<u64>,
 }
 
 /// Everything needed to start the service, from the command line or the record.
@@ -130,20 +149,21 @@ struct Spec {
     /// `ready`, parsed (checked once, while building the spec).
     checks: Vec<Check>,
     ready_timeout: Duration,
+    no_cgroup: bool,
+    limits: cgroup::Limits,
+    /// `argv[0]` resolved (see [`Record::exe`]).
+    exe: Option<PathBuf>,
+    /// The base environment (see [`Record::environment`]).
+    environment: Vec<(String, String)>,
 }
 
-fn parse_env(kv: &str) -> Result<(String, String)> {
-    match kv.split_once('=') {
-        Some((k, v)) if !k.is_empty() && !k.contains('\0') && !v.contains('\0') => {
-            Ok((k.to_string(), v.to_string()))
-        }
-        _ => Err(pm_core::Error::InvalidArgument {
-            what: "--env",
-            value: kv.to_string(),
-            reason: "expected KEY=VALUE".into(),
-        }
-        .into()),
-    }
+/// The caller's environment as a service's base environment: without the variables pm
+/// sets for each start, and without what is not UTF-8 (a record is JSON).
+fn caller_environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| !matches!(k.as_str(), "PM_NAME" | "NOTIFY_SOCKET") && k != RUN_ID_VAR)
+        .collect()
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -159,7 +179,6 @@ impl Spec {
             (true, None) => return Err(pm_core::Error::NoRecord(name.to_string()).into()),
             (false, _) => None,
         };
-        let dur = |v: &Option<String>| v.as_deref().map(duration::parse).transpose();
         let (pidfile, pidfile_by) = match (&cli.pidfile, rec) {
             (Some(t), _) => (absolute(&sd.expand(t, &name)?)?, PidfileBy::Service),
             (None, Some(r)) if !r.pidfile.as_os_str().is_empty() => {
@@ -178,18 +197,17 @@ impl Spec {
             (None, None) => std::env::current_dir().context("current directory")?,
         };
         let mut env: Vec<(String, String)> = rec.map(|r| r.env.clone()).unwrap_or_default();
-        for kv in &cli.env {
-            env.push(parse_env(kv)?);
-        }
-        let stop_signal = match (&cli.stop_signal, rec) {
-            (Some(s), _) => signal::parse(s)?,
+        env.extend(cli.env.iter().cloned());
+        let stop_signal = match (cli.stop_signal, rec) {
+            (Some(s), _) => s,
             (None, Some(r)) => r.stop_signal,
             (None, None) => record::DEFAULT_STOP_SIGNAL,
         };
-        let stop_timeout = dur(&cli.stop_timeout)?
+        let stop_timeout = cli
+            .stop_timeout
             .or(rec.map(|r| r.stop_timeout))
             .unwrap_or(record::DEFAULT_STOP_TIMEOUT);
-        let grace = dur(&cli.grace)?.or(rec.and_then(|r| r.grace));
+        let grace = cli.grace.or(rec.and_then(|r| r.grace));
         let ready = if cli.ready.is_empty() {
             rec.map(|r| r.ready.clone()).unwrap_or_default()
         } else {
@@ -199,12 +217,52 @@ impl Spec {
             .iter()
             .map(|r| Check::parse(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let ready_timeout = dur(&cli.ready_timeout)?
+        let ready_timeout = cli
+            .ready_timeout
             .or(rec.map(|r| r.ready_timeout))
             .unwrap_or(record::DEFAULT_READY_TIMEOUT);
+        let mut limits = rec.map(|r| r.limits.clone()).unwrap_or_default();
+        if let Some(m) = cli.memory_max {
+            limits.memory_max = Some(m);
+        }
+        if let Some(c) = &cli.cpu_max {
+            limits.cpu_max = Some(c.clone());
+        }
+        if let Some(p) = cli.pids_max {
+            limits.pids_max = Some(p);
+        }
+        let argv = rec.map_or_else(|| cli.command.clone(), |r| r.command.clone());
+        // A restart from the record runs what the first start ran, in its environment;
+        // records from before these fields were kept fall back to the caller's.
+        let environment = match rec {
+            Some(r) if !r.environment.is_empty() => r.environment.clone(),
+            _ => caller_environment(),
+        };
+        let user = cli.user.clone().or(rec.and_then(|r| r.user.clone()));
+        // Resolved as root, a path may lead where the --user cannot go (a PATH entry under
+        // /root): for another user exec searches the recorded PATH itself, as that user.
+        let exe = match rec.and_then(|r| r.exe.clone()) {
+            _ if user.is_some() => None,
+            Some(e) => Some(e),
+            None => {
+                let path = environment
+                    .iter()
+                    .find(|(k, _)| k == "PATH")
+                    .map(|(_, v)| v.as_str());
+                argv.first()
+                    .and_then(|p| spawn::resolve_program(p, path, &cwd))
+            }
+        };
         Ok(Spec {
-            argv: rec.map_or_else(|| cli.command.clone(), |r| r.command.clone()),
-            user: cli.user.clone().or(rec.and_then(|r| r.user.clone())),
+            exe,
+            environment,
+            // A remembered --no-cgroup gives way to PM_CGROUP=on (there is no --cgroup).
+            no_cgroup: cli.no_cgroup
+                || (rec.is_some_and(|r| r.no_cgroup)
+                    && cgroup::Want::from_env(false)? != cgroup::Want::Required),
+            limits,
+            argv,
+            user,
             name,
             cwd,
             env,
@@ -236,6 +294,10 @@ impl Spec {
             ready: self.ready.clone(),
             ready_timeout: self.ready_timeout,
             last_stop: prior.and_then(|p| p.last_stop.clone()),
+            no_cgroup: self.no_cgroup,
+            limits: self.limits.clone(),
+            exe: self.exe.clone(),
+            environment: self.environment.clone(),
             ..Record::default()
         }
     }
@@ -255,7 +317,14 @@ fn interrupt_fd() -> Result<SignalFd> {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let name = Name::new(&cli.name)?;
-    start(cli, name.clone()).with_context(|| name.to_string())
+    let state_dir = cli.state_dir.clone();
+    let started = start(cli, name.clone()).with_context(|| name.to_string());
+    // A NAME that ends up with no record (no command to restart from, a usage error, a
+    // spawn that failed before recording) leaves no NAME.lock behind.
+    if let Ok(sd) = StateDir::resolve(state_dir.as_deref(), false) {
+        sd.tidy_lock(&name);
+    }
+    started
 }
 
 fn start(cli: Cli, name: Name) -> Result<ExitCode> {
@@ -363,6 +432,7 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         }
     };
 
+    let base = tracking(&sd, &spec)?;
     // A dead run may have left workers behind (its leader crashed): stop them first, or
     // the new record would orphan them for good.
     if seen.state == State::Dead && seen.record.is_some() {
@@ -408,7 +478,18 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         None
     };
     let mut rec = spec.record(prior.as_ref());
-    rec.run_id = Some(start::new_run_id()?);
+    let run_id = start::new_run_id()?;
+    rec.run_id = Some(run_id.clone());
+    // The cgroup exists (with its limits) before the child can run; the child is moved
+    // into it before the record naming it is written, and both before the go.
+    let cg = match &base {
+        Some(b) => {
+            stop_strays(&sd, b, &spec)?;
+            Some(b.create(&name, &run_id, &spec.limits)?)
+        }
+        None => None,
+    };
+    rec.cgroup = cg.as_ref().map(|c| c.path().to_path_buf());
     let mut env = spec.env.clone();
     env.push(("PM_NAME".into(), name.to_string()));
     env.push((RUN_ID_VAR.into(), rec.run_id.clone().unwrap_or_default()));
@@ -442,10 +523,17 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
             argv: &spec.argv,
             cwd: &spec.cwd,
             env: &env,
+            base_env: Some(&spec.environment),
+            program: spec.exe.as_deref(),
             log: &spec.log,
             user: creds.as_ref(),
         },
-        &mut |h| record_spawn(&sd, &spec, &mut rec, h),
+        &mut |h| {
+            if let Some(cg) = &cg {
+                cg.join(h.pid)?;
+            }
+            record_spawn(&sd, &spec, &mut rec, h)
+        },
     );
     let spawned = match spawned {
         Ok(s) => s,
@@ -457,6 +545,11 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
                 }
             }
             (rec.pid, rec.pgid, rec.sid, rec.start_time) = (None, None, None, None);
+            if let Some(cg) = &cg {
+                // The child exited without running anything (spawn reaped it).
+                let _ = cg.remove();
+                rec.cgroup = None;
+            }
             rec.phase = Phase::Failed;
             rec.starter = None;
             rec.failure = Some(Failure {
@@ -490,11 +583,70 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         name: spec.name.as_str(),
         execs: Default::default(),
         noted: false,
+        cgroup: cg,
     };
     let end = waiter.run();
     let tracked = waiter.into_tracked();
     drop(notify);
     finish(&sd, &spec, rec, tracked, end, log_from, cli.print_pid)
+}
+
+/// Where the service will be tracked: a cgroup of its own if one can be made (and was not
+/// turned off), else its process group and session. Limits need a cgroup.
+fn tracking(sd: &StateDir, spec: &Spec) -> Result<Option<cgroup::Base>> {
+    let want = cgroup::Want::from_env(spec.no_cgroup)?;
+    if want == cgroup::Want::Off && !spec.limits.is_empty() {
+        return Err(pm_core::Error::InvalidArgument {
+            what: "limit",
+            value: spec.limits.describe(),
+            reason:
+                "limits need a cgroup, and cgroup tracking is off (--no-cgroup or PM_CGROUP=off)"
+                    .into(),
+        }
+        .into());
+    }
+    let base = cgroup::choose(sd, want)?;
+    if base.is_none() && !spec.limits.is_empty() {
+        let why = cgroup::Base::locate(sd, true).err().unwrap_or_default();
+        return Err(pm_core::Error::Cgroup(format!(
+            "limits ({}) need a cgroup: {why}",
+            spec.limits.describe()
+        ))
+        .into());
+    }
+    Ok(base)
+}
+
+/// Cgroups of this NAME that no record names any more: empty ones (a pm-start killed
+/// before its child ran) are removed, populated ones stopped — they are earlier starts of
+/// this service in this state directory, which nothing else would ever stop. Called
+/// under the name's lock, after the recorded run's leftovers were dealt with.
+fn stop_strays(sd: &StateDir, base: &cgroup::Base, spec: &Spec) -> Result<()> {
+    let opts = stop::Options {
+        signal: Some(spec.stop_signal),
+        timeout: Some(spec.stop_timeout),
+        ..stop::Options::default()
+    };
+    for (name, cg, outcome) in stop::strays(sd, base, Some(&spec.name), true, &opts) {
+        match outcome? {
+            stop::Outcome::AlreadyGone => {}
+            o if o.is_success() => say(
+                TOOL,
+                &name,
+                format!(
+                    "stopped what was left in {} (an earlier start): {}",
+                    cg.path().display(),
+                    stop::Report::Ran(o).describe()
+                ),
+            ),
+            o => bail!(
+                "what is left in {} cannot be stopped: {}",
+                cg.path().display(),
+                stop::Report::Ran(o).describe()
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Writes the record (and pm's PID file) for a process just spawned and not yet running
@@ -544,7 +696,7 @@ fn finish(
             {
                 // pm-stop ran while we waited; a daemon found after that must not survive it.
                 drop(lock);
-                cleanup(&rec, tracked, spec)?;
+                cleanup(sd, &rec, tracked, spec)?;
                 say(TOOL, name, "was stopped while starting");
                 return Ok(Code::Failure.into());
             }
@@ -566,7 +718,7 @@ fn finish(
                     // Ready but not recorded as running: "exit 1" must mean nothing runs.
                     drop(lock);
                     let reason = format!("cannot record it as running: {e}");
-                    let outcome = cleanup(&rec, tracked, spec);
+                    let outcome = cleanup(sd, &rec, tracked, spec);
                     say(
                         TOOL,
                         name,
@@ -613,7 +765,7 @@ fn finish(
     };
 
     // Stop whatever this start left running: graceful, then kill.
-    let outcome = cleanup(&rec, tracked, spec)?;
+    let outcome = cleanup(sd, &rec, tracked, spec)?;
     let _lock = sd.lock(&spec.name)?;
     let now = sd.read_record(&spec.name).ok().flatten();
     let still_ours = now.as_ref().is_some_and(|r| r.started_at == rec.started_at);
@@ -651,7 +803,7 @@ fn finish(
 }
 
 /// Stops what a failed start leaves behind; returns what happened for the record.
-fn cleanup(rec: &Record, tracked: Tracked, spec: &Spec) -> Result<Option<LastStop>> {
+fn cleanup(sd: &StateDir, rec: &Record, tracked: Tracked, spec: &Spec) -> Result<Option<LastStop>> {
     let (leader, born_after, child) = match tracked {
         Tracked::Child(c) => {
             let st = c.handle.start_time;
@@ -664,6 +816,7 @@ fn cleanup(rec: &Record, tracked: Tracked, spec: &Spec) -> Result<Option<LastSto
         Tracked::None => (None, rec.born_after().unwrap_or(0), None),
     };
     Ok(start::stop_failed(
+        sd,
         rec,
         leader,
         born_after,
@@ -685,9 +838,9 @@ mod tests {
 
     #[test]
     fn env_pairs_need_a_key() {
-        assert_eq!(parse_env("A=1=2").unwrap(), ("A".into(), "1=2".into()));
-        assert_eq!(parse_env("A=").unwrap(), ("A".into(), "".into()));
-        assert!(parse_env("=1").is_err());
-        assert!(parse_env("A").is_err());
+        assert_eq!(cli::env_pair("A=1=2").unwrap(), ("A".into(), "1=2".into()));
+        assert_eq!(cli::env_pair("A=").unwrap(), ("A".into(), "".into()));
+        assert!(cli::env_pair("=1").is_err());
+        assert!(cli::env_pair("A").is_err());
     }
 }

@@ -76,6 +76,8 @@ pub struct Waiter<'a> {
     pub spawned_at: SystemTime,
     /// The service's NAME, for messages.
     pub name: &'a str,
+    /// The start's cgroup, if it has one.
+    pub cgroup: Option<pm_core::cgroup::Cgroup>,
     /// `exec:` checks in progress, by check index.
     pub execs: HashMap<usize, ready::ExecProbe>,
     /// A note that a check could not be verified has been printed.
@@ -108,6 +110,7 @@ impl Waiter<'_> {
             },
             born_after: self.born_after,
             probe_groups: self.execs.values().filter_map(|e| e.pgid()).collect(),
+            cgroup: self.cgroup.clone(),
         }
     }
 

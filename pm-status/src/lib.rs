@@ -52,6 +52,11 @@ pub struct Cli {
     #[arg(long, short = 'q')]
     pub quiet: bool,
 
+    /// Also show how each service is tracked (cgroup or group) and its whole-service
+    /// figures: processes, memory and CPU time of every process in its cgroup
+    #[arg(long, short = 'l', conflicts_with_all = ["json", "quiet"])]
+    pub long: bool,
+
     /// Print each service's log path, one per line, e.g. tail -F "$(pm-status --log web)"
     #[arg(long, conflicts_with_all = ["json", "quiet"])]
     pub log: bool,
@@ -164,7 +169,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             .is_terminal()
             .then(|| pm_core::terminal_width(std::os::fd::AsFd::as_fd(&std::io::stdout())))
             .flatten();
-        out(&table(&seen, width))?;
+        out(&table(&seen, width, cli.long))?;
     }
     Ok(Code::first_not_ok(seen.iter().map(|i| i.state.code())).into())
 }
@@ -203,6 +208,7 @@ pub fn to_json(i: &Inspection) -> Value {
         "pidfile": i.pidfile.as_ref().map(|p| p.display().to_string()),
         "log": r.map(|r| r.log.display().to_string()),
         "command": r.map(|r| r.command.clone()),
+        "exe": r.and_then(|r| r.exe.as_ref()).map(|p| p.display().to_string()),
         "cwd": r.map(|r| r.cwd.display().to_string()),
         "user": r.and_then(|r| r.user.clone()),
         "started_at": started_at,
@@ -214,7 +220,34 @@ pub fn to_json(i: &Inspection) -> Value {
         "note": i.note.clone(),
         "rss_bytes": live.map(|s| s.rss_bytes()),
         "cpu_secs": live.map(|s| (s.cpu_secs() * 100.0).round() / 100.0),
+        "tracking": r.map(tracking),
+        "cgroup": r.and_then(|r| r.cgroup.as_ref()).map(|p| p.display().to_string()),
+        "usage": usage(i).map(|u| json!({
+            "procs": u.procs,
+            "memory_bytes": u.memory_bytes,
+            "memory_from": u.memory_from,
+            "cpu_secs": (u.cpu_secs * 100.0).round() / 100.0,
+        })),
+        "limits": r.filter(|r| !r.limits.is_empty()).map(|r| serde_json::to_value(&r.limits).unwrap_or(Value::Null)),
     })
+}
+
+/// `cgroup` when the start has a cgroup of its own, else `group` (process group, session
+/// and descendants).
+fn tracking(r: &Record) -> &'static str {
+    if r.cgroup.is_some() {
+        "cgroup"
+    } else {
+        "group"
+    }
+}
+
+/// Whole-service figures, from the start's cgroup (none without one, or once stopped).
+fn usage(i: &Inspection) -> Option<pm_core::cgroup::Usage> {
+    if matches!(i.state, State::Stopped | State::Unknown) {
+        return None;
+    }
+    i.cgroup.as_ref().map(|cg| cg.usage())
 }
 
 fn rfc3339_seconds(t: SystemTime) -> String {
@@ -273,10 +306,11 @@ fn detail(i: &Inspection) -> Option<String> {
     }
 }
 
-/// The human table: NAME STATE PID UPTIME COMMAND, the last column cut to `width` when
-/// printing to a terminal.
-pub fn table(seen: &[Inspection], width: Option<usize>) -> String {
-    let rows: Vec<[String; 5]> = seen
+/// The human table: NAME STATE PID UPTIME COMMAND (with `long`, TRACK PROCS MEM CPU
+/// before COMMAND), the last column cut to `width` when printing to a terminal.
+pub fn table(seen: &[Inspection], width: Option<usize>, long: bool) -> String {
+    let dash = || "-".to_string();
+    let rows: Vec<Vec<String>> = seen
         .iter()
         .map(|i| {
             let cmd = i
@@ -288,44 +322,66 @@ pub fn table(seen: &[Inspection], width: Option<usize>) -> String {
                 Some(d) => format!("{cmd}  {d}"),
                 None => cmd,
             };
-            [
+            let mut row = vec![
                 i.name.to_string(),
                 i.state.as_str().to_string(),
-                shown_pid(i).map_or("-".into(), |p| p.to_string()),
-                uptime_secs(i).map_or("-".into(), |s| {
-                    duration::short(std::time::Duration::from_secs(s))
-                }),
-                cmd,
-            ]
+                shown_pid(i).map_or_else(dash, |p| p.to_string()),
+                uptime_secs(i)
+                    .map_or_else(dash, |s| duration::short(std::time::Duration::from_secs(s))),
+            ];
+            if long {
+                let live = i.live.as_ref().map(|(s, _)| s);
+                let u = usage(i);
+                row.push(i.record.as_ref().map_or_else(dash, |r| tracking(r).into()));
+                row.push(u.as_ref().map_or_else(dash, |u| u.procs.to_string()));
+                let mem = u
+                    .as_ref()
+                    .map(|u| u.memory_bytes)
+                    .or(live.map(|s| s.rss_bytes()));
+                row.push(mem.map_or_else(dash, pm_core::cgroup::human_bytes));
+                let cpu = u
+                    .as_ref()
+                    .map(|u| u.cpu_secs)
+                    .or(live.map(|s| s.cpu_secs()));
+                row.push(cpu.map_or_else(dash, |c| format!("{c:.2}s")));
+            }
+            row.push(cmd);
+            row
         })
         .collect();
-    let header = ["NAME", "STATE", "PID", "UPTIME", "COMMAND"].map(String::from);
-    let mut w = [0usize; 4];
+    let mut header: Vec<String> = ["NAME", "STATE", "PID", "UPTIME"]
+        .map(String::from)
+        .to_vec();
+    if long {
+        header.extend(["TRACK", "PROCS", "MEM", "CPU"].map(String::from));
+    }
+    header.push("COMMAND".into());
+    let n = header.len() - 1;
+    // Text columns are left-aligned, figures right-aligned.
+    let left = |c: usize| c < 2 || (long && c == 4);
+    let mut w = vec![0usize; n];
     for r in std::iter::once(&header).chain(&rows) {
-        for c in 0..4 {
+        for c in 0..n {
             w[c] = w[c].max(r[c].chars().count());
         }
     }
     let mut text = String::new();
     for r in std::iter::once(&header).chain(&rows) {
-        let mut line = format!(
-            "{:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  ",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        );
+        let mut line = String::new();
+        for c in 0..n {
+            if left(c) {
+                line.push_str(&format!("{:<w$}  ", r[c], w = w[c]));
+            } else {
+                line.push_str(&format!("{:>w$}  ", r[c], w = w[c]));
+            }
+        }
         let room = width.map(|w| w.saturating_sub(line.chars().count()));
         match room {
-            Some(room) if r[4].chars().count() > room => {
-                line.extend(r[4].chars().take(room.saturating_sub(1)));
+            Some(room) if r[n].chars().count() > room => {
+                line.extend(r[n].chars().take(room.saturating_sub(1)));
                 line.push('…');
             }
-            _ => line.push_str(&r[4]),
+            _ => line.push_str(&r[n]),
         }
         text.push_str(line.trim_end());
         text.push('\n');

@@ -38,12 +38,12 @@ pub struct Cli {
     pub parallel: u32,
 
     /// Signal to send first, instead of each record's
-    #[arg(long, short = 's', value_name = "SIG")]
-    pub signal: Option<String>,
+    #[arg(long, short = 's', value_name = "SIG", value_parser = pm_core::cli::SignalArg, hide_possible_values = true)]
+    pub signal: Option<pm_core::signal::Signal>,
 
     /// Time to wait before SIGKILL, instead of each record's
-    #[arg(long, short = 't', value_name = "DURATION")]
-    pub timeout: Option<String>,
+    #[arg(long, short = 't', value_name = "DURATION", value_parser = pm_core::cli::duration)]
+    pub timeout: Option<std::time::Duration>,
 
     /// Never send SIGKILL; exit 1 if a service outlives the timeout
     #[arg(long)]
@@ -51,8 +51,14 @@ pub struct Cli {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let opts = Options::parse(cli.signal.as_deref(), cli.timeout.as_deref(), cli.no_kill)?;
+    let opts = Options {
+        signal: cli.signal,
+        timeout: cli.timeout,
+        no_kill: cli.no_kill,
+        ..Options::default()
+    };
     let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
+    pm_core::stop::report_interrupts(TOOL)?;
     // Start order reversed: the newest first. Dead services are visited too, for what
     // may be left of them (workers whose leader crashed); they are reported only then.
     let mut queue: VecDeque<(Name, bool)> = VecDeque::new();
@@ -106,6 +112,32 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
     });
+    // Then what is in this state directory's cgroups without a record naming it.
+    let want = pm_core::cgroup::Want::from_env(false)?;
+    if want != pm_core::cgroup::Want::Off {
+        if let Ok(base) = pm_core::cgroup::Base::locate(&sd, false) {
+            for (name, cg, outcome) in pm_core::stop::strays(&sd, &base, None, false, &opts) {
+                let line = match outcome {
+                    Ok(pm_core::stop::Outcome::AlreadyGone) => continue,
+                    Ok(o) => {
+                        if !o.is_success() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        format!(
+                            "{} (left in {}, which no record names)",
+                            Report::Ran(o).describe(),
+                            cg.path().display()
+                        )
+                    }
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        format!("{}: {e}", cg.path().display())
+                    }
+                };
+                say(TOOL, &name, line);
+            }
+        }
+    }
     let any_failed = unreadable || failed.load(Ordering::Relaxed);
     Ok(if any_failed { Code::Failure } else { Code::Ok }.into())
 }

@@ -42,7 +42,13 @@ pub fn bin_dir() -> PathBuf {
     } else {
         deps.to_path_buf()
     };
-    for tool in ["pm-start", "pm-stop", "pm-status", "pm-stopall"] {
+    for tool in [
+        "pm-start",
+        "pm-stop",
+        "pm-status",
+        "pm-stopall",
+        "pm-signal",
+    ] {
         assert!(
             dir.join(tool).exists(),
             "{} is missing: run `cargo build --workspace` first (or `make test`)",
@@ -260,18 +266,53 @@ impl Sandbox {
         out
     }
 
-    /// Kills everything this sandbox started (by environment, never by name).
+    /// Kills everything this sandbox started (by environment, never by name), then
+    /// removes the cgroups its pm made (see [`Sandbox::cgroup_dir`]).
     pub fn kill_all(&self) {
         for _ in 0..50 {
             let pids = self.processes();
             if pids.is_empty() {
-                return;
+                break;
             }
             for p in pids {
                 let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        if let Some(dir) = self.cgroup_dir() {
+            // Every PID listed, zombie-looking or not: a process whose main thread exited
+            // shows Z while its other threads run (zombies just ignore the signal).
+            for _ in 0..50 {
+                let listed = procfs::cgroup_pids(&dir);
+                if listed.is_empty() {
+                    break;
+                }
+                for p in listed {
+                    let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(rd) = fs::read_dir(&dir) {
+                for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = fs::remove_dir(e.path());
+                }
+            }
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+
+    /// Where root's pm puts this sandbox's cgroups: `MOUNT/pm/ID`, ID the random id pm
+    /// keeps in the state directory's `.cgroup-id`. None without a cgroup2 mount, when not
+    /// root, or before pm made an id.
+    pub fn cgroup_dir(&self) -> Option<PathBuf> {
+        if !is_root() {
+            return None;
+        }
+        let mount = procfs::cgroup2_mount()?;
+        let id = fs::read_to_string(self.state.join(".cgroup-id")).ok()?;
+        let id = id.trim();
+        (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| mount.join("pm").join(id))
     }
 }
 
@@ -407,11 +448,13 @@ impl Done {
 }
 
 /// The caller's variables that must not reach pm or a service: `PM_*`,
-/// `XDG_RUNTIME_DIR`, `NOTIFY_SOCKET`.
+/// `XDG_RUNTIME_DIR`, `NOTIFY_SOCKET`. `PM_CGROUP` is let through: `make test` runs the
+/// suite once as the host allows (cgroups where writable) and once with `PM_CGROUP=off`.
 fn unclean_env() -> Vec<String> {
     std::env::vars_os()
         .map(|(k, _)| k.to_string_lossy().into_owned())
         .filter(|k| k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET")
+        .filter(|k| k != "PM_CGROUP")
         .collect()
 }
 
@@ -530,12 +573,22 @@ pub fn fds_of(pid: i32) -> Vec<i32> {
     v
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1, one no other test of this run is given.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below the kernel's ephemeral range (32768-60999 by default), so no outgoing
+    // connection (a readiness probe, a client) can be given the port between this check
+    // and the test's own bind; and a counter, so two tests of this run never get the same
+    // one. The PID spreads concurrent runs apart.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + std::process::id() % 6_000;
+    for _ in 0..6_000 {
+        let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 6_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free TCP port on 127.0.0.1 in 20000-31999");
 }
 
 /// Writes an executable script into the sandbox and returns its path.
@@ -551,12 +604,27 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// False (with a SKIPPED note saying what needs root) when not root.
+/// Says that the running test is skipped and why. cargo test reports a test that returns
+/// early as "ok", so the skip is also appended to the file `$PM_TEST_SKIPPED` names:
+/// `make test` lists them at the end, so a skip is never mistaken for a pass.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("SKIPPED: {test}: {why}");
+    if let Some(path) = std::env::var_os("PM_TEST_SKIPPED") {
+        use std::io::Write;
+        if let Ok(mut f) = fs::OpenOptions::new().append(true).create(true).open(path) {
+            // One write(2) of the whole line: O_APPEND keeps parallel tests' lines whole.
+            let _ = f.write_all(format!("{test}: {why}\n").as_bytes());
+        }
+    }
+}
+
+/// False (after [`skip`] saying what needs root) when not root.
 pub fn root_or_skip(why: &str) -> bool {
     if is_root() {
         return true;
     }
-    eprintln!("SKIPPED: needs root ({why})");
+    skip(&format!("needs root ({why})"));
     false
 }
 
@@ -585,7 +653,9 @@ pub fn require(prog: &str, package: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{prog} is missing in CI: .ci/run must install {package}");
     }
-    eprintln!("SKIPPED: {prog} not found; install it with: apt-get install {package}");
+    skip(&format!(
+        "{prog} not found; install it with: apt-get install {package}"
+    ));
     false
 }
 
@@ -616,4 +686,89 @@ pub fn assert_cli_basics(bin: &Path, tool: &str) {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+}
+
+/// Finds a daemon's program on PATH, in the sbin directories (not on a normal user's
+/// PATH) or, for PostgreSQL's server programs, in the newest `/usr/lib/postgresql/*/bin`.
+/// `None` (after a loud skip message) when missing on a developer machine; a failure in CI.
+pub fn daemon_program(prog: &str, package: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from));
+    let mut pg: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let v = e.file_name().to_str()?.parse().ok()?;
+                    Some((v, e.path().join("bin")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pg.sort();
+    // The newest PostgreSQL first: its server and client programs belong together.
+    dirs.splice(0..0, pg.into_iter().rev().map(|(_, d)| d));
+    let found = dirs.iter().map(|d| d.join(prog)).find(|p| p.is_file());
+    if found.is_none() {
+        // Fails in CI, says what to install on a developer machine.
+        require(prog, package);
+    }
+    found
+}
+
+/// Kills, on drop, the processes it was shown (by PID and start time, never by name): for
+/// daemons that rewrite their environment (nginx), which [`Sandbox::kill_all`] looks for.
+#[derive(Default)]
+pub struct Seen(std::cell::RefCell<Vec<(i32, u64)>>);
+
+impl Seen {
+    pub fn add(&self, pids: &[i32]) {
+        for &p in pids {
+            if let Some(st) = Stat::read(p) {
+                self.0.borrow_mut().push((p, st.start_time));
+            }
+        }
+    }
+}
+
+impl Drop for Seen {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let mut any = false;
+            for &(p, t) in self.0.borrow().iter() {
+                if Stat::read(p).is_some_and(|s| s.start_time == t) && is_alive(p) {
+                    any = true;
+                    let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                }
+            }
+            if !any {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Clock ticks since boot, now (the unit of /proc/PID/stat's start time).
+pub fn ticks_since_boot() -> u64 {
+    let up: f64 = fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (up * hz as f64) as u64
+}
+
+/// Rewrites NAME's record through `f`, atomically (as pm writes it).
+pub fn edit_record(sb: &Sandbox, name: &str, f: impl FnOnce(&mut Value)) {
+    let mut rec = sb.rec(name);
+    f(&mut rec);
+    let tmp = sb.state.join(format!(".{name}.json.test"));
+    fs::write(&tmp, serde_json::to_string_pretty(&rec).unwrap()).unwrap();
+    fs::rename(&tmp, sb.state.join(format!("{name}.json"))).unwrap();
 }

@@ -114,6 +114,42 @@ pub fn cmdline(pid: i32) -> Vec<String> {
     nul_list(pid, "cmdline")
 }
 
+/// The cgroup2 mount point, from `/proc/self/mountinfo` (the root of a read-write cgroup2
+/// mount), if any.
+pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let f: Vec<&str> = left.split(' ').collect();
+        let ok = right.starts_with("cgroup2 ") && f.get(3) == Some(&"/");
+        let rw = f.get(5)?.split(',').next() == Some("rw");
+        (ok && rw).then(|| std::path::PathBuf::from(f[4]))
+    })
+}
+
+/// The cgroup2 path of `pid` relative to the hierarchy's root (`0::` in /proc/PID/cgroup).
+pub fn cgroup_of(pid: i32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+/// Every PID listed in `cgroup.procs` of `dir` and of the cgroups below it, live or not.
+pub fn cgroup_pids(dir: &std::path::Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        if let Ok(t) = fs::read_to_string(d.join("cgroup.procs")) {
+            out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        if let Ok(rd) = fs::read_dir(&d) {
+            todo.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

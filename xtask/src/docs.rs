@@ -4,12 +4,8 @@ use anyhow::Result;
 use clap::CommandFactory;
 use clap_complete::{generate, Shell};
 
-/// Exit status table shared by every page (one enum in pm-core, one table here).
-const EXIT_COMMON: &str = "2\tusage error (bad option, name, signal, duration or template)";
-
 struct Page {
     cmd: clap::Command,
-    exit: &'static [(&'static str, &'static str)],
     extra: &'static str,
 }
 
@@ -17,48 +13,34 @@ fn pages() -> Vec<Page> {
     vec![
         Page {
             cmd: pm_start::Cli::command(),
-            exit: &[
-                ("0", "the service is up (or was already running)"),
-                ("1", "it could not be started: not found, not executable, exited early, killed, not ready in time; the reason and the log tail are on stderr"),
-                ("4", "no COMMAND was given and NAME has no record"),
-                ("130, 143, 129", "interrupted by SIGINT, SIGTERM or SIGHUP while waiting: the half-started service is stopped, then pm-start dies of that signal (the shell reports 128 + N and stops a loop)"),
-            ],
             extra: "What \"up\" means: the process has not exited within \\-\\-grace and every \\-\\-ready check passed. \
 With \\-\\-pidfile, a launcher that forks and exits 0 is followed to the PID its daemon writes into the file. \
 The service runs in a session of its own, with stdin /dev/null, stdout and stderr appended to its log, and no inherited file descriptor above 2. \
-PM_NAME is set to NAME in its environment; with \\-\\-ready notify also NOTIFY_SOCKET.",
+PM_NAME is set to NAME in its environment; with \\-\\-ready notify also NOTIFY_SOCKET. \
+Where a cgroup v2 hierarchy is writable (as root, or in a delegated subtree), the service gets a cgroup of its own, made and joined before it runs; the limits are written into it first (see CONTAINMENT in pm(7)).",
         },
         Page {
             cmd: pm_stop::Cli::command(),
-            exit: &[
-                ("0", "every NAME is stopped or was not running (a stale PID file is removed and reported)"),
-                ("1", "some NAME could not be stopped (permission denied, alive after SIGKILL, or alive after the timeout with \\-\\-no\\-kill); its PIDs are on stderr"),
-                ("4", "some NAME is unknown: no record and no PID file (the others were still handled)"),
-            ],
             extra: "pm-stop signals the service's whole process group (then SIGCONT), waits on pidfds until every process of the group is gone, and escalates to SIGKILL after the timeout. \
 Descendants that left the group (setsid, double fork) are snapshotted before the signal and swept the same way once the leader is gone. \
 A process whose start time no longer matches the record, or that started after its PID file was written, is never signalled, and neither are PID 1 and pm-stop itself. \
+A service with a cgroup (pm-status -l shows the tracking) is stopped as a whole: the leader and its group first, then everything else in the cgroup; pm-stop waits until the kernel reports the cgroup empty, escalates with cgroup.kill and removes the cgroup. \
+With \\-\\-forget, once nothing of the service runs its record, pm's PID file and its lock file are removed (the log stays), so pm-status no longer lists it; a NAME pm-stop finds unknown leaves no lock file behind either. \
 When both 1 and 4 apply, the exit status is 1.",
         },
         Page {
             cmd: pm_status::Cli::command(),
-            exit: &[
-                ("0", "every NAME is running (with no NAME: every recorded service)"),
-                ("1", "dead: recorded as running but the process is gone or its PID was reused (stale PID file)"),
-                ("3", "stopped: stopped by pm-stop, or recorded and never running"),
-                ("4", "unknown: no record and no PID file, or the record cannot be read"),
-                ("150", "starting: pm-start is still waiting for it to become ready"),
-            ],
             extra: "The first NAME that is not running decides the exit status. pm-status is read-only: it never changes a record or a PID file and never waits for a lock. \
 The JSON output is an array with one object per service; its fields are described in pm(7).",
         },
         Page {
             cmd: pm_stopall::Cli::command(),
-            exit: &[
-                ("0", "every running service was stopped"),
-                ("1", "some service could not be stopped"),
-            ],
-            extra: "Services are taken newest start first (the reverse of the start order); with \\-\\-parallel N up to N stops run at once, still taken in that order. One line is printed per service as it finishes.",
+            extra: "Services are taken newest start first (the reverse of the start order); with \\-\\-parallel N up to N stops run at once, still taken in that order. One line is printed per service as it finishes. \
+Then whatever is left in the state directory's cgroups that no record names (a record removed while its service ran) is stopped too, with a line naming the cgroup.",
+        },
+        Page {
+            cmd: pm_signal::Cli::command(),
+            extra: "pm-signal sends the signal to what pm-status reports as the service's process (the launched process, or the daemon its PID file names), through a pidfd opened before the identity check, so never to a process that merely reuses a recorded PID. With \\-\\-group it reaches every process of the service: everything in its cgroup where the start has one (pm-status -l shows the tracking), else the members of that process's group. A service that is stopped or dead gets nothing and makes the exit status 1. To stop a service use pm-stop, which waits and escalates; pm-signal returns once the signal is sent.",
         },
     ]
 }
@@ -79,7 +61,24 @@ fn render(p: &Page) -> Result<String> {
     let mut buf: Vec<u8> = Vec::new();
     man.render_title(&mut buf)?;
     man.render_name_section(&mut buf)?;
-    man.render_synopsis_section(&mut buf)?;
+    // clap's usage line (`pm-start [OPTIONS] <NAME> [-- <COMMAND>...]`), not clap_mangen's
+    // list of every flag without its argument.
+    let usage = cmd.clone().render_usage().to_string();
+    let usage = usage
+        .trim()
+        .strip_prefix("Usage: ")
+        .unwrap_or(usage.trim())
+        .to_string();
+    let rest = usage.strip_prefix(name.as_str()).unwrap_or(&usage).trim();
+    let rest = rest.replace(['<', '>'], "");
+    buf.extend_from_slice(
+        format!(
+            ".SH SYNOPSIS\n.B {}\n{}\n",
+            roff_escape(&name),
+            roff_escape(&rest)
+        )
+        .as_bytes(),
+    );
     man.render_description_section(&mut buf)?;
     buf.extend_from_slice(format!(".PP\n{}\n", p.extra).as_bytes());
     man.render_options_section(&mut buf)?;
@@ -94,32 +93,27 @@ fn render(p: &Page) -> Result<String> {
         buf.extend_from_slice(b".fi\n");
     }
     buf.extend_from_slice(b".SH \"EXIT STATUS\"\n");
-    let mut rows: Vec<(String, String)> = p
-        .exit
-        .iter()
-        .map(|(c, d)| (c.to_string(), d.to_string()))
-        .collect();
-    let (c, d) = EXIT_COMMON.split_once('\t').unwrap_or(("2", EXIT_COMMON));
-    rows.push((c.into(), d.into()));
-    rows.sort_by_key(|(c, _)| {
-        c.split(',')
-            .next()
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .unwrap_or(0)
-    });
+    let rows = pm_core::exit::meanings(&name);
     for (c, d) in rows {
         buf.extend_from_slice(format!(".TP\n.B {c}\n{d}\n").as_bytes());
     }
     buf.extend_from_slice(
         b".SH ENVIRONMENT\n.TP\n.B PM_STATE_DIR\nState directory, unless \\-\\-state\\-dir is given. \
 Otherwise $XDG_RUNTIME_DIR/pm, /run/pm for root, else ${TMPDIR:\\-/tmp}/pm\\-$UID.\n\
-.TP\n.B PM_PIDFILE\nDefault PID-file template for names that have no record.\n",
+.TP\n.B PM_PIDFILE\nDefault PID-file template for names that have no record.\n\
+.TP\n.B PM_CGROUP\nauto (default): a cgroup per start where one can be made; off: process-group tracking (as pm-start \\-\\-no\\-cgroup); on: a start fails when no cgroup can be made.\n",
     );
-    let others: Vec<String> = ["pm-start", "pm-stop", "pm-status", "pm-stopall"]
-        .iter()
-        .filter(|t| **t != name)
-        .map(|t| format!(".BR {} (1),", roff_escape(t)))
-        .collect();
+    let others: Vec<String> = [
+        "pm-start",
+        "pm-stop",
+        "pm-status",
+        "pm-stopall",
+        "pm-signal",
+    ]
+    .iter()
+    .filter(|t| **t != name)
+    .map(|t| format!(".BR {} (1),", roff_escape(t)))
+    .collect();
     buf.extend_from_slice(
         format!(".SH \"SEE ALSO\"\n{}\n.BR pm (7)\n", others.join("\n")).as_bytes(),
     );
@@ -145,9 +139,16 @@ _pm_complete_names() {
     case "$prev" in
         --state-dir|--pidfile|--log|--cwd|--env|--user|--stop-signal|--stop-timeout|--grace|--ready|--ready-timeout|--signal|-s|--timeout|-t|--parallel|-j) return 1 ;;
     esac
-    local w
+    local w i sd=()
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do [ "$w" = "--" ] && return 1; done
-    COMPREPLY=( $(compgen -W "$(pm-status --complete-names 2>/dev/null)" -- "$cur") )
+    # A --state-dir already on the command line is where the names are.
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            --state-dir) sd=(--state-dir "${COMP_WORDS[i+1]}") ;;
+            --state-dir=*) sd=("${COMP_WORDS[i]}") ;;
+        esac
+    done
+    COMPREPLY=( $(compgen -W "$(pm-status "${sd[@]}" --complete-names 2>/dev/null)" -- "$cur") )
     return 0
 }
 "#;
@@ -192,7 +193,7 @@ pub fn completions() -> Result<Vec<(String, String)>> {
                             .join("\n");
                         // Defined before the generated body runs, so the first completion works.
                         let helper = format!(
-                            "# Recorded names for NAME.\n{f}() {{ local -a names; names=(${{(f)\"$(pm-status --complete-names 2>/dev/null)\"}}); _describe 'service' names }}\n"
+                            "# Recorded names for NAME (in the --state-dir given, if any).\n{f}() {{ local -a names sd; local i=${{words[(I)--state-dir]}}; (( i )) && sd=(--state-dir ${{words[i+1]}}); names=(${{(f)\"$(pm-status $sd --complete-names 2>/dev/null)\"}}); _describe 'service' names }}\n"
                         );
                         text = match text.split_once('\n') {
                             Some((first, rest)) => format!("{first}\n{helper}{rest}\n"),
@@ -204,7 +205,9 @@ pub fn completions() -> Result<Vec<(String, String)>> {
                 _ => {
                     if takes_names {
                         text.push_str(&format!(
-                            "complete -c {name} -n 'not string match -q -- \"-*\" (commandline -ct)' -f -a '(pm-status --complete-names 2>/dev/null)'\n"
+                            "function __{u}_names; set -l w (commandline -opc); set -l sd; set -l i (contains -i -- --state-dir $w); and set sd --state-dir $w[(math $i + 1)]; pm-status $sd --complete-names 2>/dev/null; end\n\
+                             complete -c {name} -n 'not string match -q -- \"-*\" (commandline -ct)' -f -a '(__{u}_names)'\n",
+                            u = name.replace('-', "_")
                         ));
                     }
                     format!("{name}.fish")
@@ -244,9 +247,9 @@ mod tests {
     #[test]
     fn completions_offer_recorded_names() {
         let c = completions().unwrap();
-        assert_eq!(c.len(), 12);
+        assert_eq!(c.len(), 15);
         let bash = &c.iter().find(|(n, _)| n == "pm-stop.bash").unwrap().1;
-        assert!(bash.contains("pm-status --complete-names"));
+        assert!(bash.contains("pm-status \"${sd[@]}\" --complete-names"));
         assert!(bash.contains("complete -F _pm_stop_with_names"));
         let fish = &c.iter().find(|(n, _)| n == "pm-status.fish").unwrap().1;
         assert!(fish.contains("--complete-names"));

@@ -1149,3 +1149,148 @@ fn file_ready_with_a_future_mtime_does_not_count() {
     // Positive control: a service that touches it is ready.
     assert_ready_when_the_service_touches(&sb, &flag);
 }
+
+/// Live (not zombie) threads of process `pid`, from /proc/PID/task: a process whose main
+/// thread has exited shows `Z` in /proc/PID/stat while its other threads run.
+fn live_threads(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|t| {
+                    fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|s| Stat::parse(&s))
+                        .is_some_and(|s| !matches!(s.state, 'Z' | 'X' | 'x'))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_service_whose_main_thread_exited_is_running_and_is_stopped() {
+    // The main thread calls pthread_exit while another thread runs on: /proc/PID/stat
+    // says Z, yet the process lives. It must neither read as dead nor survive pm-stop.
+    if !python_ok() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let code = "import threading, ctypes, time\n\
+                threading.Thread(target=time.sleep, args=(1000,)).start()\n\
+                print('up', flush=True)\n\
+                ctypes.CDLL(None).pthread_exit(None)";
+    let out = sb.start(
+        "ghost",
+        &["--ready", "log:^up$", "--", "python3", "-c", code],
+    );
+    assert_success(&out, "pm-start ghost");
+    let pid = sb.pid("ghost").unwrap();
+    wait_until("the main thread has exited", || {
+        procfs::Stat::read(pid).is_some_and(|s| s.state == 'Z')
+    });
+    assert!(live_threads(pid) >= 1, "the other thread runs on");
+    assert_eq!(sb.state_of("ghost"), "running");
+    let out = sb.stop(&["ghost", "--timeout", "2s"]);
+    assert_code(&out, 0);
+    wait_until("no thread of it is left", || live_threads(pid) == 0);
+    if let Some(dir) = sb.cgroup_dir() {
+        assert!(
+            procfs::cgroup_pids(&dir).is_empty(),
+            "left in the cgroup: {:?}",
+            procfs::cgroup_pids(&dir)
+        );
+    }
+}
+
+/// Runs a pm tool with `PM_CGROUP=on` (a cgroup per start, or an error).
+fn contained(sb: &Sandbox, tool: &str, args: &[&str]) -> Output {
+    sb.cmd(tool)
+        .env("PM_CGROUP", "on")
+        .args(args)
+        .output()
+        .expect("run the tool")
+}
+
+#[test]
+fn with_a_cgroup_a_pid_file_naming_a_process_outside_it_is_not_the_service() {
+    // Without a cgroup a PID file rewritten to name a newer process is trusted (the
+    // owner and time rules pass); with one, the process must be in the cgroup.
+    if !is_root() || procfs::cgroup2_mount().is_none() {
+        skip("needs root and a cgroup2 hierarchy");
+        return;
+    }
+    let sb = Sandbox::new();
+    let pidfile = sb.path("svc.pid");
+    let pf = s(&pidfile).to_string();
+    let script = format!("echo $$ > {pf}; exec sleep 1000");
+    let out = contained(
+        &sb,
+        "pm-start",
+        &[
+            "svc",
+            "--pidfile",
+            &pf,
+            "--ready",
+            "pidfile",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_success(&out, "pm-start svc");
+    let svc = sb.pid("svc").unwrap();
+    let outsider = sleeper(&sb);
+    write_atomic(&pidfile, &format!("{}\n", outsider.pid()));
+    let v = sb.status_json(&["svc"]).remove(0);
+    assert_eq!(v["tracking"], "cgroup", "{v}");
+    assert_ne!(
+        v["pid"],
+        outsider.pid(),
+        "a process outside the cgroup counted: {v}"
+    );
+    let out = sb.stop(&["svc"]);
+    assert_code(&out, 0);
+    assert!(
+        is_alive(outsider.pid()),
+        "pm-stop killed a process outside the service's cgroup"
+    );
+    assert_gone(svc);
+}
+
+#[test]
+fn a_record_copied_from_another_state_directory_never_acts_on_that_ones_cgroup() {
+    if !is_root() || procfs::cgroup2_mount().is_none() {
+        skip("needs root and a cgroup2 hierarchy");
+        return;
+    }
+    let a = Sandbox::new();
+    let b = Sandbox::new();
+    let out = contained(&a, "pm-start", &["web", "--", "sleep", "1000"]);
+    assert_success(&out, "pm-start web in a");
+    let pid = a.pid("web").unwrap();
+    // b gets a cgroup id of its own, then a's record.
+    let out = contained(&b, "pm-start", &["other", "--", "sleep", "1000"]);
+    assert_success(&out, "pm-start other in b");
+    fs::copy(a.state.join("web.json"), b.state.join("web.json")).unwrap();
+    // Its PID and start time match a live process, but the cgroup is not b's: the record
+    // is refused like any record that cannot be read, and nothing is signalled.
+    assert_eq!(b.state_of("web"), "unknown");
+    let out = contained(&b, "pm-stop", &["web"]);
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("another state directory"),
+        "{}",
+        describe(&out)
+    );
+    assert!(is_alive(pid), "b's pm-stop stopped a's service");
+    // pm-stopall stops b's own service and leaves the foreign record alone.
+    let out = contained(&b, "pm-stopall", &[]);
+    assert!(is_alive(pid), "b's pm-stopall stopped a's service");
+    assert!(
+        stderr(&out).contains("pm-stopall: other: stopped"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(a.state_of("web"), "running");
+}

@@ -14,13 +14,19 @@ fn prefix() -> Option<PathBuf> {
             panic!("CI must run `make install PREFIX=...` and set PM_TEST_PREFIX")
         }
         None => {
-            eprintln!("SKIPPED: set PM_TEST_PREFIX to a prefix `make install` filled");
+            pm_tests::skip("set PM_TEST_PREFIX to a prefix `make install` filled");
             None
         }
     }
 }
 
-const TOOLS: [&str; 4] = ["pm-start", "pm-stop", "pm-status", "pm-stopall"];
+const TOOLS: [&str; 5] = [
+    "pm-start",
+    "pm-stop",
+    "pm-status",
+    "pm-stopall",
+    "pm-signal",
+];
 
 #[test]
 fn installs_binaries_man_pages_and_completions() {
@@ -52,7 +58,7 @@ fn man_pages_render_without_warnings() {
             Ok("true"),
             "man is missing in CI"
         );
-        eprintln!("SKIPPED: man not installed (apt-get install man-db)");
+        pm_tests::skip("man not installed (apt-get install man-db)");
         return;
     }
     let mut pages: Vec<PathBuf> = TOOLS
@@ -116,4 +122,56 @@ fn bash_completion_offers_recorded_names() {
     names.sort_unstable();
     assert_eq!(names, ["web", "worker@2"], "{}", pm_tests::describe(&out));
     assert_eq!(lines.next(), Some("no-names-after-signal"));
+}
+
+#[test]
+fn bash_completion_offers_signals_check_kinds_and_names_of_the_state_dir_typed() {
+    let Some(p) = prefix() else { return };
+    let here = pm_tests::Sandbox::new();
+    let there = pm_tests::Sandbox::new();
+    assert!(!there.start("elsewhere", &["--", "true"]).status.success());
+    assert!(!here.start("local", &["--", "true"]).status.success());
+    let comp = |t: &str| p.join("share/bash-completion/completions").join(t);
+    // Called as bash calls a completion function: command, word, previous word.
+    let script = format!(
+        "source {stop}\nsource {start}\n\
+         COMP_WORDS=(pm-stop --state-dir {there} ''); COMP_CWORD=3; _pm_stop_with_names pm-stop '' {there}; echo \"names: ${{COMPREPLY[*]}}\"\n\
+         COMP_WORDS=(pm-stop --signal ''); COMP_CWORD=2; _pm_stop_with_names pm-stop '' --signal; echo \"signals: ${{COMPREPLY[*]}}\"\n\
+         COMP_WORDS=(pm-start x --ready ''); COMP_CWORD=3; _pm_start_with_names pm-start '' --ready; echo \"checks: ${{COMPREPLY[*]}}\"\n",
+        stop = comp("pm-stop").display(),
+        start = comp("pm-start").display(),
+        there = there.state.display(),
+    );
+    let path = format!(
+        "{}:{}",
+        p.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .env("PATH", path)
+        .env("PM_STATE_DIR", &here.state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |k: &str| -> Vec<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(line("names"), ["elsewhere"], "{}", pm_tests::describe(&out));
+    let signals = line("signals");
+    for s in ["TERM", "QUIT", "HUP", "KILL"] {
+        assert!(
+            signals.iter().any(|x| x == s),
+            "{s} not offered: {signals:?}"
+        );
+    }
+    let checks = line("checks");
+    for c in ["tcp:", "notify", "exec:", "log:"] {
+        assert!(checks.iter().any(|x| x == c), "{c} not offered: {checks:?}");
+    }
 }

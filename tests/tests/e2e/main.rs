@@ -3,9 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod attack;
+mod cgroup;
 mod faults;
 mod install;
+mod recipes;
 mod services;
+mod signal;
 mod start;
 mod status;
 mod stop;

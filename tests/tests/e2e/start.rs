@@ -1059,8 +1059,10 @@ fn a_record_whose_process_died_does_not_count_as_running() {
 
 #[test]
 fn a_record_whose_pid_belongs_to_someone_else_does_not_count_as_running() {
+    // The group mode's identity gate (with a cgroup, the process would still be in the
+    // service's cgroup, which makes it the service's: see cgroup.rs).
     let sb = Sandbox::new();
-    let out = sb.start("web", &["--", "sleep", "100"]);
+    let out = sb.start("web", &["--no-cgroup", "--", "sleep", "100"]);
     let old = started_pid(&sb, &out, "web");
     // Pretend the PID was reused: the recorded start time no longer matches the process.
     let path = sb.state.join("web.json");
@@ -1463,4 +1465,55 @@ fn a_different_command_for_a_running_service_is_said_not_ignored() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn a_restart_from_the_record_runs_the_same_program_in_the_first_starts_environment() {
+    // As from cron: `env -i` with another PATH that has another `tool` first. The restart
+    // must run the program the first start resolved, with the first start's environment.
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let mk = |dir: &str, says: &str| {
+        let d = sb.path(dir);
+        fs::create_dir_all(&d).unwrap();
+        let tool = d.join("tool");
+        fs::write(
+            &tool,
+            format!("#!/bin/sh\necho \"{says} FOO=$FOO\"\nexec sleep 100\n"),
+        )
+        .unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    };
+    let first = mk("first", "first");
+    let other = mk("other", "other");
+    let path = format!("{}:/usr/bin:/bin", s(&first));
+    let out = sb
+        .cmd("pm-start")
+        .env("PATH", &path)
+        .env("FOO", "from-the-first-start")
+        .args(["svc", "--", "tool"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(sb.rec("svc")["exe"], s(&first.join("tool")));
+    assert_code(&sb.stop(&["svc"]), 0);
+
+    let cron_path = format!("{}:/usr/bin:/bin", s(&other));
+    let mut cmd = sb.std_cmd("env");
+    cmd.args(["-i", &format!("PATH={cron_path}")])
+        .arg(format!("PM_STATE_DIR={}", s(&sb.state)))
+        .arg(bin_dir().join("pm-start"))
+        .arg("svc");
+    let out = cmd.output().unwrap();
+    assert_code(&out, 0);
+    let log = sb.state.join("svc.log");
+    wait_until("the restarted service logged", || {
+        fs::read_to_string(&log).unwrap_or_default().lines().count() >= 2
+    });
+    let text = fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().unwrap();
+    assert_eq!(last, "first FOO=from-the-first-start", "{text}");
+    let pid = sb.pid("svc").unwrap();
+    assert!(environ(pid).iter().any(|e| e == "FOO=from-the-first-start"));
 }

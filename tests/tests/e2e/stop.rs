@@ -373,7 +373,10 @@ fn a_child_that_left_the_session_is_swept() {
     assert_code(&out, 0);
     let line = line_for(&out, "pm-stop", "leaky");
     assert_stopped_line(&line, "TERM", false);
-    assert!(line.contains("outside the group"), "{line}");
+    assert!(
+        line.contains("outside the group") || line.contains("in its cgroup"),
+        "{line}"
+    );
     assert_gone(pid);
     assert_gone(escapee);
 }
@@ -729,8 +732,10 @@ fn crashed_daemon_whose_pid_was_reused_is_not_signalled() {
 
 #[test]
 fn record_whose_start_time_does_not_match_is_not_signalled() {
+    // The group mode's identity gate (with a cgroup, the process would still be in the
+    // service's cgroup, which makes it the service's: see cgroup.rs).
     let sb = Sandbox::new();
-    let (pid, out) = start_trapper(&sb, "svc", &[], &["TERM"]);
+    let (pid, out) = start_trapper(&sb, "svc", &["--no-cgroup"], &["TERM"]);
     let sleeper = descendants(pid);
     let path = sb.state.join("svc.json");
     let mut rec: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
@@ -1240,4 +1245,138 @@ fn stopall_run_by_a_service_does_not_kill_itself() {
     );
     assert!(!text.contains("escalated"), "{text}");
     assert_eq!(sb.state_of("self"), "stopped");
+}
+
+#[test]
+fn forget_stops_the_service_and_removes_its_record_and_lock_but_keeps_its_log() {
+    let sb = Sandbox::new();
+    let pid = sb.start_sh("old", &[], "echo hello; exec sleep 100");
+    let log = sb.state.join("old.log");
+    wait_until("the service logged", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("hello")
+    });
+    let out = sb.stop(&["--forget", "old"]);
+    assert_code(&out, 0);
+    let line = line_for(&out, "pm-stop", "old");
+    assert!(line.contains("stopped by SIGTERM"), "{line}");
+    assert!(line.contains("forgotten"), "{line}");
+    assert_gone(pid);
+    for f in ["old.json", "old.lock", "old.pid"] {
+        assert!(!sb.state.join(f).exists(), "{f} left behind");
+    }
+    assert!(
+        fs::read_to_string(&log).unwrap().contains("hello"),
+        "log lost"
+    );
+    // No longer listed: pm-status of everything is empty and says all is well.
+    let st = sb.status(&["--json"]);
+    assert_code(&st, 0);
+    let v: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+}
+
+#[test]
+fn forget_clears_a_dead_typo_that_made_every_status_exit_1() {
+    let sb = Sandbox::new();
+    let out = sb.start("typo", &["--", "sh", "-c", "exit 3"]);
+    assert_code(&out, 1);
+    assert_code(&sb.status(&[]), 1);
+    let out = sb.stop(&["--forget", "typo"]);
+    assert_code(&out, 0);
+    assert!(
+        line_for(&out, "pm-stop", "typo").contains("forgotten"),
+        "{}",
+        describe(&out)
+    );
+    assert_code(&sb.status(&[]), 0);
+    assert!(!sb.state.join("typo.json").exists());
+    // Unknown now: forgetting it again is exit 4, like any unknown NAME.
+    assert_code(&sb.stop(&["--forget", "typo"]), 4);
+}
+
+#[test]
+fn no_tool_leaves_a_lock_file_for_a_name_without_a_record() {
+    let sb = Sandbox::new();
+    assert_code(&sb.stop(&["nosuch"]), 4);
+    assert_code(&sb.start("nosuch2", &[]), 4);
+    assert_code(
+        &sb.start("nosuch3", &["--stop-signal", "BOGUS", "--", "sleep", "1"]),
+        2,
+    );
+    let mut left: Vec<String> = fs::read_dir(&sb.state)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    left.sort();
+    assert!(left.is_empty(), "left in the state directory: {left:?}");
+}
+
+#[test]
+fn ctrl_c_during_pm_stop_says_what_it_leaves_and_stops_the_loop() {
+    // A service that ignores TERM keeps pm-stop waiting for its timeout; Ctrl-C then
+    // reaches the whole foreground group (bash and pm-stop).
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let sb = Sandbox::new();
+    // Each says in a file when it got TERM, and keeps running.
+    let svc = |name: &str| {
+        let out = sb.path(&format!("{name}.got"));
+        let env = format!("OUT={}", s(&out));
+        let pid = sb.start_sh(
+            name,
+            &["--env", &env],
+            "trap 'echo TERM >> \"$OUT\"' TERM; while :; do sleep 0.05; done",
+        );
+        (pid, out)
+    };
+    let (a, a_got) = svc("a");
+    let (b, b_got) = svc("b");
+    let script = format!(
+        "for s in a b; do {} \"$s\"; echo \"after-$s\"; done",
+        bin_dir().join("pm-stop").display()
+    );
+    let mut cmd = sb.std_cmd("bash");
+    cmd.args(["-c", &script]).process_group(0);
+    let run = sb.spawn_cmd("loop", cmd);
+    wait_until("a got TERM from pm-stop", || {
+        fs::read_to_string(&a_got)
+            .unwrap_or_default()
+            .contains("TERM")
+    });
+    let t = Instant::now();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(run.pid()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let done = run.finish(Duration::from_secs(30));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "Ctrl-C was not acted on at once"
+    );
+    assert_eq!(
+        done.status.signal(),
+        Some(nix::sys::signal::Signal::SIGINT as i32),
+        "bash went on after Ctrl-C: {}",
+        done.describe()
+    );
+    assert!(!done.stdout.contains("after-"), "{}", done.describe());
+    assert!(
+        done.stderr
+            .contains("pm-stop: a: interrupted: SIGTERM sent")
+            && done.stderr.contains("may still be shutting down"),
+        "{}",
+        done.describe()
+    );
+    // Left as said: a still runs (it ignores TERM), b was never touched.
+    assert!(is_alive(a) && is_alive(b));
+    assert!(!b_got.exists(), "the loop went on to stop b");
+    let out = sb.stop(&["--timeout", "100ms", "a", "b"]);
+    assert_code(&out, 0);
+    assert_gone(a);
+    assert_gone(b);
 }
