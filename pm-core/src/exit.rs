@@ -8,6 +8,7 @@
 //! | 3    | not running (stopped) |
 //! | 4    | unknown name (no record, no PID file) |
 //! | 150  | pm-status only: still starting (LSB reserves 150-199 for applications) |
+//! | 151  | pm-status only: supervised, ended, its monitor restarts it shortly (backoff) |
 
 /// A documented exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,6 +19,7 @@ pub enum Code {
     NotRunning = 3,
     Unknown = 4,
     Starting = 150,
+    Backoff = 151,
 }
 
 impl Code {
@@ -31,7 +33,7 @@ impl Code {
         codes.into_iter().fold(Code::Ok, |acc, c| {
             let rank = |c: Code| match c {
                 Code::Ok => 0,
-                Code::NotRunning | Code::Starting => 1,
+                Code::NotRunning | Code::Starting | Code::Backoff => 1,
                 Code::Unknown => 2,
                 Code::Usage => 3,
                 Code::Failure => 4,
@@ -80,10 +82,11 @@ pub fn meanings(tool: &str) -> Vec<(String, &'static str)> {
         ],
         "pm-status" => vec![
             (Code::Ok.as_i32().to_string(), "every NAME is running (with no NAME: every recorded service)"),
-            (Code::Failure.as_i32().to_string(), "dead: recorded as running but the process is gone or its PID was reused (stale PID file), or its leader is gone and its cgroup still holds processes"),
+            (Code::Failure.as_i32().to_string(), "dead: recorded as running but the process is gone or its PID was reused (stale PID file), or its leader is gone and its cgroup still holds processes; or failed: its monitor (\\-\\-restart) gave up restarting it"),
             (Code::NotRunning.as_i32().to_string(), "stopped: stopped by pm-stop, or recorded and never running"),
             (Code::Unknown.as_i32().to_string(), "unknown: no record and no PID file, or the record cannot be read"),
-            (Code::Starting.as_i32().to_string(), "starting: pm-start is still waiting for it to become ready"),
+            (Code::Starting.as_i32().to_string(), "starting: pm-start (or the monitor, restarting it) is still waiting for it to become ready"),
+            (Code::Backoff.as_i32().to_string(), "backoff: started with \\-\\-restart, it ended and its monitor starts it again after the restart delay"),
         ],
         "pm-stopall" => vec![
             (Code::Ok.as_i32().to_string(), "every running service was stopped"),

@@ -31,8 +31,11 @@ pub enum Phase {
     /// pm-stop stopped it (or it was recorded and never ran).
     #[default]
     Stopped,
-    /// pm-start failed (exited early, never ready, could not exec).
+    /// pm-start failed (exited early, never ready, could not exec); for a supervised
+    /// service, its monitor gave up restarting it.
     Failed,
+    /// Supervised: the service ended and its monitor restarts it at `restart_at`.
+    Backoff,
 }
 
 /// Who writes the PID file.
@@ -149,6 +152,25 @@ pub struct Record {
     pub ready_timeout: Duration,
     pub last_stop: Option<LastStop>,
     pub failure: Option<Failure>,
+    /// `--restart` and its settings; `None` (the default): no monitor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<crate::monitor::Restart>,
+    /// The monitor supervising this start, by identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Proc>,
+    /// How the supervised service last ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<crate::monitor::Exit>,
+    /// Restarts by the monitor since the service was started by hand.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// In phase `backoff`: when the monitor starts the service again (RFC 3339 UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_at: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Default for Record {
@@ -185,6 +207,11 @@ impl Default for Record {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             last_stop: None,
             failure: None,
+            restart: None,
+            monitor: None,
+            last_exit: None,
+            restarts: 0,
+            restart_at: None,
         }
     }
 }
@@ -246,7 +273,7 @@ mod signal_name {
 }
 
 /// Durations in a record: whole milliseconds.
-mod millis {
+pub(crate) mod millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

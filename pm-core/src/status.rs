@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::monitor;
 use crate::name::Name;
 use crate::pidfile;
 use crate::process::{self, Expect, Gate, Stat, Verdict};
@@ -24,6 +25,10 @@ pub enum State {
     Stopped,
     Dead,
     Unknown,
+    /// Supervised: ended, and its monitor starts it again shortly.
+    Backoff,
+    /// Supervised: its monitor gave up restarting it (`--max-restarts`).
+    Failed,
 }
 
 impl State {
@@ -34,6 +39,8 @@ impl State {
             State::Stopped => "stopped",
             State::Dead => "dead",
             State::Unknown => "unknown",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
         }
     }
 
@@ -46,6 +53,8 @@ impl State {
             State::Stopped => Code::NotRunning,
             State::Dead => Code::Failure,
             State::Unknown => Code::Unknown,
+            State::Backoff => Code::Backoff,
+            State::Failed => Code::Failure,
         }
     }
 }
@@ -264,11 +273,48 @@ pub fn inspect_record(
             });
             State::Dead
         }
+        (Phase::Backoff, false, None) => {
+            let exit = record.last_exit.as_ref().map(|e| e.describe());
+            let exit = exit.unwrap_or_else(|| "ended".into());
+            if monitor::is_supervised(&record) {
+                let wait = record
+                    .restart_at
+                    .as_deref()
+                    .and_then(crate::record::parse_rfc3339)
+                    .map(|t| {
+                        t.duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_default();
+                out.note = Some(format!(
+                    "{exit}, restarting in {}",
+                    crate::duration::elapsed(wait)
+                ));
+                State::Backoff
+            } else {
+                out.note = Some(format!("{exit}; its monitor is gone, nothing restarts it"));
+                State::Dead
+            }
+        }
         (Phase::Running | Phase::Starting, false, None) => {
             if let Some((pid, v)) = &last_verdict {
                 out.note = Some(dead_note(*pid, v));
             }
+            // The supervised run ended and was not restarted: say how it ended.
+            if let Some(e) = this_runs_exit(&record) {
+                let why = match record.restart.as_ref().map(|r| r.policy) {
+                    Some(monitor::Policy::OnFailure) if e.is_clean() => {
+                        "; not restarted (--restart on-failure)"
+                    }
+                    _ => "",
+                };
+                out.note = Some(format!("{}{why}", e.describe()));
+            }
             State::Dead
+        }
+        (Phase::Failed, false, None) if record.restart.is_some() && record.last_exit.is_some() => {
+            out.note = record.failure.as_ref().map(|f| f.reason.clone());
+            State::Failed
         }
         (Phase::Failed, false, None) => {
             out.note = record.failure.as_ref().map(|f| f.reason.clone());
@@ -278,6 +324,13 @@ pub fn inspect_record(
     };
     out.record = Some(record);
     out
+}
+
+/// The record's `last_exit`, if it is the end of the recorded run (not of an earlier one).
+fn this_runs_exit(record: &Record) -> Option<&monitor::Exit> {
+    let e = record.last_exit.as_ref()?;
+    let ended = crate::record::parse_rfc3339(&e.at)?;
+    (ended >= record.started()?).then_some(e)
 }
 
 fn dead_note(pid: i32, v: &Verdict) -> String {

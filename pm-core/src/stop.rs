@@ -1014,9 +1014,30 @@ impl Report {
 /// file, kernel), runs the stop algorithm, removes the PID file if it still names the
 /// stopped process, and records the outcome. `by` names the tool, for `last_stop`.
 pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result<Report> {
+    let between = stop_monitor(sd, name)?;
     let _lock = sd.lock(name)?;
     let ins = inspect(sd, name, opts.pidfile_template.as_deref());
-    stop_inspected(sd, name, ins, opts, by)
+    let report = stop_inspected(sd, name, ins, opts, by)?;
+    Ok(match (report, between) {
+        (Report::NotRunning { .. }, Some(why)) => Report::NotRunning { note: Some(why) },
+        (r, _) => r,
+    })
+}
+
+/// A supervised service's monitor goes first, so nothing restarts what is being stopped.
+/// Not under the name's lock: a monitor in the middle of a restart takes it to finish.
+/// Returns, for a service its monitor was about to restart, what the stop should say.
+fn stop_monitor(sd: &StateDir, name: &Name) -> Result<Option<String>> {
+    let Ok(Some(r)) = sd.read_record(name) else {
+        return Ok(None);
+    };
+    let stopped = crate::monitor::stop_monitor(&r, r.stop_timeout)?;
+    let last = r
+        .last_exit
+        .as_ref()
+        .map_or("ended".into(), |e| e.describe());
+    Ok((stopped && r.phase == Phase::Backoff)
+        .then(|| format!("it was waiting to be restarted ({last}); its monitor is stopped")))
 }
 
 /// `pm-stop --forget`: [`stop_name`], then, once nothing of the service runs, its record,
@@ -1028,6 +1049,7 @@ pub fn forget_name(
     opts: &Options,
     by: &str,
 ) -> Result<(Report, Option<std::path::PathBuf>)> {
+    stop_monitor(sd, name)?;
     let lock = sd.lock(name)?;
     let ins = inspect(sd, name, opts.pidfile_template.as_deref());
     let record = ins.record.clone();
@@ -1165,6 +1187,7 @@ pub fn stop_inspected(
             r.phase = Phase::Stopped;
             r.starter = None;
             r.stopping.clear();
+            r.restart_at = None;
         }
         sd.write_record(&r)?;
     }

@@ -5,6 +5,7 @@
 // clap turns the doc comments into --help text, where `[HOST:]PORT` must read as written.
 #![allow(rustdoc::broken_intra_doc_links)]
 
+mod monitor;
 mod wait;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use pm_core::monitor::{self as supervision, Restart};
 use pm_core::process::{self, Stat};
 use pm_core::ready::{Check, LogFollower, NotifySocket, PidfileBaseline};
 use pm_core::record::{self, Failure, LastStop, Phase, PidfileBy, Record, RUN_ID_VAR};
@@ -130,6 +132,26 @@ pub struct Cli {
     /// remembered
     #[arg(long, value_name = "N", value_parser = cli::pids)]
     pub pids_max: Option<u64>,
+
+    /// Supervise: a small monitor process, the service's parent, records how it ends and
+    /// starts it again: after a failure (non-zero exit, signal) or after any end; remembered.
+    /// `no` (the default) runs nothing between calls
+    #[arg(long, value_name = "POLICY", value_parser = ["no", "on-failure", "always"])]
+    pub restart: Option<String>,
+
+    /// First delay before a restart; it doubles after each quick failure, up to 30s
+    /// (longer if this is longer) [default: 100ms]; remembered
+    #[arg(long, value_name = "DURATION", value_parser = cli::duration)]
+    pub restart_delay: Option<Duration>,
+
+    /// Give up (state `failed`) when the service ends more than N times within WINDOW;
+    /// 0: never give up [default: 5/10s]; remembered
+    #[arg(long, value_name = "N[/WINDOW]", value_parser = max_restarts)]
+    pub max_restarts: Option<(u32, Option<Duration>)>,
+}
+
+fn max_restarts(s: &str) -> Result<(u32, Option<Duration>), String> {
+    pm_core::monitor::parse_max_restarts(s).map_err(|e| e.to_string())
 }
 
 /// Everything needed to start the service, from the command line or the record.
@@ -155,6 +177,10 @@ struct Spec {
     exe: Option<PathBuf>,
     /// The base environment (see [`Record::environment`]).
     environment: Vec<(String, String)>,
+    /// `--restart` and its settings; `None`: not supervised.
+    restart: Option<Restart>,
+    /// `--print-pid` (not remembered).
+    print_pid: bool,
 }
 
 /// The caller's environment as a service's base environment: without the variables pm
@@ -232,6 +258,7 @@ impl Spec {
             limits.pids_max = Some(p);
         }
         let argv = rec.map_or_else(|| cli.command.clone(), |r| r.command.clone());
+        let restart = restart_settings(cli, rec)?;
         // A restart from the record runs what the first start ran, in its environment;
         // records from before these fields were kept fall back to the caller's.
         let environment = match rec {
@@ -254,6 +281,8 @@ impl Spec {
             }
         };
         Ok(Spec {
+            restart,
+            print_pid: cli.print_pid,
             exe,
             environment,
             // A remembered --no-cgroup gives way to PM_CGROUP=on (there is no --cgroup).
@@ -303,6 +332,36 @@ impl Spec {
     }
 }
 
+/// `--restart`, `--restart-delay` and `--max-restarts` over the record's (a new command
+/// starts from the defaults, like every other setting).
+fn restart_settings(cli: &Cli, rec: Option<&Record>) -> Result<Option<Restart>> {
+    let policy = match cli.restart.as_deref() {
+        Some(p) => Some(supervision::Policy::parse(p)?),
+        None => rec.and_then(|r| r.restart.as_ref()).map(|r| r.policy),
+    };
+    let Some(policy) = policy.filter(|p| *p != supervision::Policy::No) else {
+        if cli.restart_delay.is_some() || cli.max_restarts.is_some() {
+            return Err(pm_core::Error::InvalidArgument {
+                what: "--restart-delay/--max-restarts",
+                value: String::new(),
+                reason: "they need --restart on-failure or --restart always".into(),
+            }
+            .into());
+        }
+        return Ok(None);
+    };
+    let mut r = rec.and_then(|r| r.restart.clone()).unwrap_or_default();
+    r.policy = policy;
+    if let Some(d) = cli.restart_delay {
+        r.delay = d;
+    }
+    if let Some((n, w)) = cli.max_restarts {
+        r.max_restarts = n;
+        r.window = w.unwrap_or(supervision::DEFAULT_WINDOW);
+    }
+    Ok(Some(r))
+}
+
 /// Blocks the signals that should abort a waiting start and returns an fd that reports
 /// them, so the wait loop sees Ctrl-C as an event like any other.
 fn interrupt_fd() -> Result<SignalFd> {
@@ -318,16 +377,50 @@ fn interrupt_fd() -> Result<SignalFd> {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let name = Name::new(&cli.name)?;
     let state_dir = cli.state_dir.clone();
-    let started = start(cli, name.clone()).with_context(|| name.to_string());
+    let mut mon = None;
+    if wants_monitor(&cli, &name) {
+        match monitor::fork()? {
+            monitor::Forked::Parent(code) => return Ok(code),
+            monitor::Forked::Monitor(m) => mon = Some(m),
+        }
+    }
+    let mut up = None;
+    let started = start(&cli, name.clone(), mon.as_ref().map(|m| &m.ctx), &mut up)
+        .with_context(|| name.to_string());
     // A NAME that ends up with no record (no command to restart from, a usage error, a
     // spawn that failed before recording) leaves no NAME.lock behind.
     if let Ok(sd) = StateDir::resolve(state_dir.as_deref(), false) {
         sd.tidy_lock(&name);
     }
-    started
+    match (mon, up, &started) {
+        (Some(m), Some(rec), Ok(_)) => Ok(m.supervise(&cli, name, rec)),
+        _ => started,
+    }
 }
 
-fn start(cli: Cli, name: Name) -> Result<ExitCode> {
+/// Will this start be supervised? `--restart on-failure|always`, or a restart from a
+/// record that has a policy (the forked monitor checks again, under the lock).
+fn wants_monitor(cli: &Cli, name: &Name) -> bool {
+    match cli.restart.as_deref() {
+        Some("no") => false,
+        Some(_) => true,
+        None if cli.command.is_empty() => StateDir::resolve(cli.state_dir.as_deref(), false)
+            .ok()
+            .and_then(|sd| sd.read_record(name).ok().flatten())
+            .is_some_and(|r| r.restart.is_some()),
+        None => false,
+    }
+}
+
+/// One start, from the command line or the record. `mon`: run by the service's monitor
+/// (first start or a restart); `up` receives the record of a supervised service it
+/// started.
+pub(crate) fn start(
+    cli: &Cli,
+    name: Name,
+    mon: Option<&monitor::Ctx>,
+    up: &mut Option<Record>,
+) -> Result<ExitCode> {
     if let Some(t) = &cli.pidfile {
         pm_core::name::check_template(t)?;
     }
@@ -338,7 +431,7 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
     let mut waited_for_another = false;
     let (prior, spec, creds, seen) = loop {
         let prior = sd.read_record(&name)?;
-        let spec = Spec::build(&cli, name.clone(), &sd, prior.as_ref())?;
+        let spec = Spec::build(cli, name.clone(), &sd, prior.as_ref())?;
         let creds = spec.user.as_deref().map(Credentials::resolve).transpose()?;
         if let Some(c) = &creds {
             let me = nix::unistd::geteuid();
@@ -353,7 +446,30 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         if let Some(e) = seen.error {
             return Err(e).context("refusing to replace a record that cannot be read; remove it if the service is not running");
         }
+        if let Some(m) = mon.filter(|m| m.restarting) {
+            // A restart only continues the backoff this monitor recorded: a stop, or a
+            // start by hand, since then has the last word.
+            let ours = seen
+                .record
+                .as_ref()
+                .is_some_and(|r| r.monitor == Some(m.me) && r.phase == Phase::Backoff);
+            if !ours {
+                return Ok(Code::NotRunning.into());
+            }
+        }
         match seen.state {
+            _ if mon.is_some_and(|m| m.restarting) => break (prior, spec, creds, seen),
+            State::Backoff => {
+                say(
+                    TOOL,
+                    name.as_str(),
+                    format!(
+                        "supervised: {}; pm-stop {name} stops it",
+                        seen.note.as_deref().unwrap_or("restarting")
+                    ),
+                );
+                return Ok(Code::Ok.into());
+            }
             State::Running => {
                 let pid = seen.pid().map_or("?".into(), |p| p.to_string());
                 say(TOOL, name.as_str(), format!("already running, pid {pid}"));
@@ -435,7 +551,7 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
     let base = tracking(&sd, &spec)?;
     // A dead run may have left workers behind (its leader crashed): stop them first, or
     // the new record would orphan them for good.
-    if seen.state == State::Dead && seen.record.is_some() {
+    if matches!(seen.state, State::Dead | State::Failed) && seen.record.is_some() {
         let opts = stop::Options {
             leftovers_only: true,
             ..stop::Options::default()
@@ -478,6 +594,15 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
         None
     };
     let mut rec = spec.record(prior.as_ref());
+    if let (Some(m), Some(restart)) = (mon, &spec.restart) {
+        rec.restart = Some(restart.clone());
+        rec.monitor = Some(m.me);
+        let before = prior.as_ref();
+        rec.restarts = before
+            .filter(|_| m.restarting)
+            .map_or(0, |p| p.restarts + 1);
+        rec.last_exit = before.and_then(|p| p.last_exit.clone());
+    }
     let run_id = start::new_run_id()?;
     rec.run_id = Some(run_id.clone());
     // The cgroup exists (with its limits) before the child can run; the child is moved
@@ -588,7 +713,7 @@ fn start(cli: Cli, name: Name) -> Result<ExitCode> {
     let end = waiter.run();
     let tracked = waiter.into_tracked();
     drop(notify);
-    finish(&sd, &spec, rec, tracked, end, log_from, cli.print_pid)
+    finish(&sd, &spec, rec, tracked, end, log_from, up)
 }
 
 /// Where the service will be tracked: a cgroup of its own if one can be made (and was not
@@ -683,7 +808,7 @@ fn finish(
     tracked: Tracked,
     end: WaitEnd,
     log_from: u64,
-    print_pid: bool,
+    up: &mut Option<Record>,
 ) -> Result<ExitCode> {
     let name = spec.name.as_str();
     let mut interrupted = None;
@@ -728,12 +853,21 @@ fn finish(
                     return Ok(Code::Failure.into());
                 }
             }
+            let supervised = match &rec.restart {
+                Some(r) if rec.monitor.is_some() => {
+                    format!(", supervised (--restart {})", r.policy.as_str())
+                }
+                _ => String::new(),
+            };
             say(
                 TOOL,
                 name,
-                format!("started, pid {pid}, log {}", spec.log.display()),
+                format!("started, pid {pid}, log {}{supervised}", spec.log.display()),
             );
-            if print_pid {
+            if rec.monitor.is_some() {
+                *up = Some(rec.clone());
+            }
+            if spec.print_pid {
                 pm_core::report::out(&format!("{pid}\n"))?;
             }
             return Ok(Code::Ok.into());

@@ -229,6 +229,16 @@ pub fn to_json(i: &Inspection) -> Value {
             "cpu_secs": (u.cpu_secs * 100.0).round() / 100.0,
         })),
         "limits": r.filter(|r| !r.limits.is_empty()).map(|r| serde_json::to_value(&r.limits).unwrap_or(Value::Null)),
+        "restart": r.and_then(|r| r.restart.as_ref()).map(|x| x.policy.as_str()),
+        "supervised": r.is_some_and(pm_core::monitor::is_supervised),
+        "monitor_pid": r.filter(|r| pm_core::monitor::is_supervised(r)).and_then(|r| r.monitor.map(|m| m.pid)),
+        "restarts": r.map(|r| r.restarts),
+        "last_exit": r.and_then(|r| r.last_exit.as_ref()).map(|e| json!({
+            "code": e.code,
+            "signal": e.signal,
+            "core": e.core,
+            "at": humantime_seconds(e.at.clone()),
+        })),
     })
 }
 
@@ -302,7 +312,31 @@ fn detail(i: &Inspection) -> Option<String> {
             )
         }),
         State::Unknown => i.note.as_ref().map(|n| format!("[{n}]")),
-        _ => None,
+        State::Backoff => Some(format!("[{}]", i.note.as_deref().unwrap_or("restarting"))),
+        State::Failed => {
+            let since = r
+                .and_then(|r| r.failure.as_ref())
+                .map(|f| format!(" {}", ago(&f.at)))
+                .unwrap_or_default();
+            Some(format!(
+                "[failed{since}: {}]",
+                i.note.as_deref().unwrap_or("gave up")
+            ))
+        }
+        State::Running | State::Starting => {
+            let r = r.filter(|r| r.restart.is_some())?;
+            if !pm_core::monitor::is_supervised(r) {
+                return Some("[unsupervised: its monitor is gone]".into());
+            }
+            let last = r.last_exit.as_ref()?;
+            Some(format!(
+                "[restarted {} time{}; last {} {}]",
+                r.restarts,
+                if r.restarts == 1 { "" } else { "s" },
+                last.describe(),
+                ago(&last.at)
+            ))
+        }
     }
 }
 

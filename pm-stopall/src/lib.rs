@@ -70,8 +70,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             continue;
         }
         match inspect(&sd, &name, None).state {
-            State::Running | State::Starting => queue.push_back((name, false)),
-            State::Dead => queue.push_back((name, true)),
+            State::Running | State::Starting | State::Backoff => queue.push_back((name, false)),
+            State::Dead | State::Failed => queue.push_back((name, true)),
             _ => {}
         }
     }

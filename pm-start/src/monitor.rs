@@ -1,0 +1,508 @@
+//! The monitor of a supervised service (`--restart on-failure|always`).
+//!
+//! pm-start forks it before anything else; the monitor runs the whole start (so it is the
+//! service's parent and reads its exit status from the kernel) while the pm-start the
+//! caller sees waits for one byte: the exit code. Once the service is up the monitor lets
+//! go of the caller's terminal and pipes (so `x=$(pm-start …)` returns), leaves its
+//! session, and blocks in the kernel — poll on a signalfd and the service's pidfd — until
+//! the service ends or a stop asks it to go. Then it records `last_exit`, waits the
+//! restart delay, and runs the same start sequence again, readiness checks included.
+//!
+//! A stop never races a restart: pm-stop and pm-stopall SIGTERM the monitor and wait for
+//! it to exit before they take the name's lock (see [`pm_core::monitor`]); every record
+//! write of the monitor is made under that lock, after checking that the record still
+//! names it. A SIGKILLed monitor leaves the service running, unsupervised.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use pm_core::monitor::Exit;
+use pm_core::process::{Expect, Handle};
+use pm_core::record::{self, Failure, Phase, Proc, Record};
+use pm_core::report::say;
+use pm_core::status::{inspect, State};
+use pm_core::{duration, stop, Name, StateDir};
+
+use crate::{Cli, TOOL};
+
+/// Who runs a start: the monitor, and whether this start is one of its restarts.
+pub struct Ctx {
+    pub me: Proc,
+    pub restarting: bool,
+}
+
+/// The forked monitor, before it has reported the first start's outcome.
+pub struct Monitor {
+    pub ctx: Ctx,
+    report: Option<OwnedFd>,
+}
+
+pub enum Forked {
+    /// In the pm-start the caller waits for: the monitor's report, as this exit code.
+    Parent(ExitCode),
+    Monitor(Monitor),
+}
+
+/// Forks the monitor. The parent waits for its report and returns it; the child goes on
+/// to start the service. Called while pm-start is still single-threaded.
+pub fn fork() -> Result<Forked> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    // SAFETY: no other thread exists yet, so the child may run any code.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        ForkResult::Parent { child } => {
+            drop(w);
+            Ok(Forked::Parent(await_report(child, r)?))
+        }
+        ForkResult::Child => {
+            drop(r);
+            // Whatever the caller passed on (a make jobserver, a pipe `$(…)` waits on) must
+            // not stay open in a process that outlives the call.
+            close_inherited(w.as_raw_fd());
+            Ok(Forked::Monitor(Monitor {
+                ctx: Ctx {
+                    me: pm_core::monitor::me()?,
+                    restarting: false,
+                },
+                report: Some(w),
+            }))
+        }
+    }
+}
+
+fn close_inherited(keep: i32) {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|&fd| fd > 2 && fd != keep) {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// The caller's pm-start: forwards Ctrl-C and friends to the monitor (which stops the
+/// half-started service, as pm-start would), then exits as the monitor reports — with
+/// the byte it wrote, or as the monitor itself ended if it never wrote one.
+fn await_report(child: Pid, report: OwnedFd) -> Result<ExitCode> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
+    let sigs = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    loop {
+        let mut fds = [
+            PollFd::new(report.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigs.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            r => r.context("poll")?,
+        };
+        while let Ok(Some(info)) = sigs.read_signal() {
+            if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                let _ = nix::sys::signal::kill(child, sig);
+            }
+        }
+        if fds[0].any() != Some(true) {
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        match nix::unistd::read(&report, &mut byte) {
+            Err(Errno::EINTR) => continue,
+            Ok(1) => return Ok(ExitCode::from(byte[0])),
+            _ => break,
+        }
+    }
+    // No report: the monitor ended (a failed or refused start) — exit as it did.
+    loop {
+        match waitpid(child, None) {
+            Err(Errno::EINTR) => continue,
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(pm_core::signal::die_by(sig)),
+            Ok(_) => continue,
+            Err(e) => return Err(e).context("waiting for the monitor"),
+        }
+    }
+}
+
+impl Monitor {
+    /// The first start is up: detach from the caller, then supervise until told to stop
+    /// or until the policy says the service stays down.
+    pub fn supervise(mut self, cli: &Cli, name: Name, rec: Record) -> ExitCode {
+        let sd = match StateDir::resolve(cli.state_dir.as_deref(), false) {
+            Ok(sd) => sd,
+            Err(_) => return ExitCode::SUCCESS, // the service is up; nothing to supervise it with
+        };
+        self.detach(&rec);
+        let mut s = Supervisor {
+            sd,
+            name,
+            me: self.ctx.me,
+            recent: VecDeque::new(),
+            streak: 0,
+        };
+        match s.run(rec) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                say(
+                    TOOL,
+                    s.name.as_str(),
+                    format!("monitor: {e:#}; the service is no longer supervised"),
+                );
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Lets go of the caller: stdin/stdout to /dev/null, stderr to the service's log (so
+    /// restarts are told there), its own session, `/` as its directory; then the report.
+    fn detach(&mut self, rec: &Record) {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            let _ = nix::unistd::dup2_stdin(&null);
+            let _ = nix::unistd::dup2_stdout(&null);
+            match pm_core::spawn::open_log(&rec.log, None) {
+                Ok(log) => {
+                    let _ = nix::unistd::dup2_stderr(&log);
+                }
+                Err(_) => {
+                    let _ = nix::unistd::dup2_stderr(&null);
+                }
+            }
+        }
+        let _ = nix::unistd::setsid();
+        let _ = std::env::set_current_dir("/");
+        if let Some(w) = self.report.take() {
+            let _ = nix::unistd::write(&w, &[0]);
+        }
+    }
+}
+
+struct Supervisor {
+    sd: StateDir,
+    name: Name,
+    me: Proc,
+    /// When the service ended within the flapping window, oldest first.
+    recent: VecDeque<Instant>,
+    /// Quick failures in a row: the restart delay doubles with each.
+    streak: u32,
+}
+
+/// What ended a wait for the service.
+enum Woken {
+    Ended(Exit),
+    /// SIGTERM (pm-stop), SIGINT or SIGHUP: go, leaving the service to the stop.
+    Stop,
+}
+
+impl Supervisor {
+    fn run(&mut self, mut rec: Record) -> Result<()> {
+        let sigs = signals()?;
+        let mut ended = None;
+        loop {
+            let exit = match ended.take() {
+                Some(e) => e,
+                None => match wait_for_end(&rec, &sigs)? {
+                    Woken::Ended(e) => e,
+                    Woken::Stop => return Ok(()),
+                },
+            };
+            let Some(delay) = self.after_end(&rec, exit)? else {
+                return Ok(());
+            };
+            if wait_for_stop(&sigs, delay)? {
+                return Ok(());
+            }
+            // The start sequence itself, from the record: lock, identity checks, leftovers,
+            // cgroup, spawn, readiness. SIGCHLD is the default (ignored) meanwhile, so the
+            // start's own waits and probes see what they expect.
+            unblock(Signal::SIGCHLD)?;
+            let cli = Cli::try_parse_from([
+                OsString::from(TOOL),
+                OsString::from(self.name.as_str()),
+                OsString::from("--state-dir"),
+                self.sd.path().as_os_str().to_owned(),
+            ])?;
+            let mut up = None;
+            let ctx = Ctx {
+                me: self.me,
+                restarting: true,
+            };
+            let started = crate::start(&cli, self.name.clone(), Some(&ctx), &mut up);
+            self.sd.tidy_lock(&self.name);
+            block(Signal::SIGCHLD)?;
+            if let Err(e) = &started {
+                say(TOOL, self.name.as_str(), format!("restart: {e:#}"));
+            }
+            match up {
+                Some(r) => rec = r,
+                None => {
+                    // Not up: a failed restart counts as an end, if the record still says
+                    // it is ours to restart (a stop or another start may have moved on).
+                    let now = self.sd.read_record(&self.name)?;
+                    match now {
+                        Some(r) if self.owns(&r) && r.phase == Phase::Failed => {
+                            let why = r.failure.as_ref().map(|f| f.reason.clone());
+                            let mut e =
+                                Exit::unknown(why.unwrap_or_else(|| "restart failed".into()));
+                            if let Some(f) = &r.failure {
+                                e.code = f.exit_code;
+                                e.signal = f.signal.clone();
+                            }
+                            ended = Some(e);
+                            rec = r;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn owns(&self, r: &Record) -> bool {
+        r.monitor == Some(self.me)
+    }
+
+    /// Records an end and decides: the delay before the restart, or `None` to stop
+    /// supervising (the policy leaves it down, it flapped, or the record moved on).
+    fn after_end(&mut self, ran: &Record, exit: Exit) -> Result<Option<Duration>> {
+        let _lock = self.sd.lock(&self.name)?;
+        let Some(mut r) = self.sd.read_record(&self.name)? else {
+            return Ok(None);
+        };
+        if !self.owns(&r) || r.phase == Phase::Stopped {
+            return Ok(None);
+        }
+        let name = self.name.as_str().to_string();
+        let restart = r.restart.clone().unwrap_or_default();
+        r.last_exit = Some(exit.clone());
+        if !restart.policy.restarts_after(&exit) {
+            r.monitor = None;
+            self.sd.write_record(&r)?;
+            say(
+                TOOL,
+                &name,
+                format!(
+                    "{}; not restarted (--restart {})",
+                    exit.describe(),
+                    restart.policy.as_str()
+                ),
+            );
+            return Ok(None);
+        }
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > restart.window)
+        {
+            self.recent.pop_front();
+        }
+        // What is left of the ended run goes before anything else happens.
+        self.sd.write_record(&r)?;
+        let seen = inspect(&self.sd, &self.name, None);
+        if matches!(seen.state, State::Dead | State::Running) && seen.live.is_none() {
+            let opts = stop::Options {
+                leftovers_only: true,
+                ..stop::Options::default()
+            };
+            if let Ok(stop::Report::Ran(o)) =
+                stop::stop_inspected(&self.sd, &self.name, seen, &opts, TOOL)
+            {
+                say(
+                    TOOL,
+                    &name,
+                    format!(
+                        "stopped what was left of the ended run: {}",
+                        stop::Report::Ran(o).describe()
+                    ),
+                );
+            }
+            r = self.sd.read_record(&self.name)?.unwrap_or(r);
+            r.last_exit = Some(exit.clone());
+        }
+        if restart.max_restarts > 0 && self.recent.len() >= restart.max_restarts as usize {
+            let times = self.recent.len() + 1;
+            let reason = format!(
+                "{}, {times} times in {}; gave up",
+                exit.describe(),
+                duration::short(restart.window)
+            );
+            r.phase = Phase::Failed;
+            r.monitor = None;
+            r.restart_at = None;
+            r.failure = Some(Failure {
+                at: record::now_rfc3339(),
+                reason: reason.clone(),
+                exit_code: exit.code,
+                signal: exit.signal.clone(),
+            });
+            self.sd.write_record(&r)?;
+            say(TOOL, &name, reason);
+            return Ok(None);
+        }
+        self.recent.push_back(now);
+        // A run that lasted the whole window was not a quick failure: the delay starts over.
+        let lasted = ran
+            .started()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        self.streak = if lasted >= restart.window {
+            1
+        } else {
+            self.streak + 1
+        };
+        let delay = restart.delay_before(self.streak);
+        r.phase = Phase::Backoff;
+        r.monitor = Some(self.me);
+        r.restart_at = Some(record::rfc3339(SystemTime::now() + delay));
+        self.sd.write_record(&r)?;
+        say(
+            TOOL,
+            &name,
+            format!(
+                "{}; restarting in {}",
+                exit.describe(),
+                duration::elapsed(delay)
+            ),
+        );
+        Ok(Some(delay))
+    }
+}
+
+fn signals() -> Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        mask.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
+    Ok(SignalFd::with_flags(
+        &mask,
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )?)
+}
+
+fn block(sig: Signal) -> Result<()> {
+    let mut m = SigSet::empty();
+    m.add(sig);
+    Ok(nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&m),
+        None,
+    )?)
+}
+
+fn unblock(sig: Signal) -> Result<()> {
+    let mut m = SigSet::empty();
+    m.add(sig);
+    Ok(nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_UNBLOCK,
+        Some(&m),
+        None,
+    )?)
+}
+
+/// Reads the pending signals: true if one asks the monitor to go. SIGCHLD only wakes.
+fn stop_requested(sigs: &SignalFd) -> bool {
+    let mut stop = false;
+    while let Ok(Some(info)) = sigs.read_signal() {
+        stop |= info.ssi_signo as i32 != Signal::SIGCHLD as i32;
+    }
+    stop
+}
+
+/// Reaps every child that has ended (daemons' orphans come to the monitor, a subreaper);
+/// returns the status of `leader` if it was among them.
+fn reap(leader: i32) -> Option<WaitStatus> {
+    let mut found = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return found,
+            Ok(st) if st.pid() == Some(Pid::from_raw(leader)) => {
+                if Exit::from_status(st).is_some() {
+                    found = Some(st);
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Blocks until the recorded main process ends (its exit status, as its parent sees it)
+/// or a stop is asked for. No timer: poll on the signalfd and the process's pidfd.
+fn wait_for_end(rec: &Record, sigs: &SignalFd) -> Result<Woken> {
+    let Some(pid) = rec.pid else {
+        return Ok(Woken::Ended(Exit::unknown("no process was recorded")));
+    };
+    let expect = Expect::StartTime {
+        start_time: rec.start_time.unwrap_or(0),
+        boot_id: rec.boot_id.clone().unwrap_or_default(),
+    };
+    let handle = Handle::open(pid, &expect).ok().and_then(|h| h.ok());
+    loop {
+        if stop_requested(sigs) {
+            return Ok(Woken::Stop);
+        }
+        if let Some(st) = reap(pid) {
+            return Ok(Woken::Ended(Exit::from_status(st).unwrap_or_default()));
+        }
+        if handle.as_ref().is_none_or(|h| h.is_gone()) {
+            // Gone, and not a child of ours (reap() would have had it): no status to read.
+            return Ok(Woken::Ended(Exit::unknown(format!(
+                "pid {pid} ended (not the monitor's child: no exit status)"
+            ))));
+        }
+        let mut fds = vec![PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
+        if let Some(fd) = handle.as_ref().and_then(|h| h.pidfd()) {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+    }
+}
+
+/// The restart delay, awake for stop requests (and reaping). True: a stop was asked for.
+fn wait_for_stop(sigs: &SignalFd, delay: Duration) -> Result<bool> {
+    let end = Instant::now() + delay;
+    loop {
+        if stop_requested(sigs) {
+            return Ok(true);
+        }
+        reap(0);
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let mut fds = [PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, pm_core::process::timeout(left)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(e).context("poll"),
+        }
+    }
+}
