@@ -398,6 +398,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The monitor runs the start code, then re-executes itself to shed what that code
+/// touched (see [`monitor`]): `pm-start --pm-monitor NAME STATE_DIR STREAK [AGO_MS...]`.
+/// `None` for any other command line. Harmless if run by hand: a monitor only acts on a
+/// record that names its own PID and start time.
+pub fn resume_monitor() -> Option<ExitCode> {
+    monitor::resume()
+}
+
 /// Will this start be supervised? `--restart on-failure|always`, or a restart from a
 /// record that has a policy (the forked monitor checks again, under the lock).
 fn wants_monitor(cli: &Cli, name: &Name) -> bool {

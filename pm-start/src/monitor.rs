@@ -147,24 +147,15 @@ impl Monitor {
             Err(_) => return ExitCode::SUCCESS, // the service is up; nothing to supervise it with
         };
         self.detach(&rec);
-        let mut s = Supervisor {
+        let s = Supervisor {
             sd,
             name,
             me: self.ctx.me,
             recent: VecDeque::new(),
             streak: 0,
         };
-        match s.run(rec) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                say(
-                    TOOL,
-                    s.name.as_str(),
-                    format!("monitor: {e:#}; the service is no longer supervised"),
-                );
-                ExitCode::FAILURE
-            }
-        }
+        s.reexec();
+        s.finish(rec)
     }
 
     /// Lets go of the caller: stdin/stdout to /dev/null, stderr to the service's log (so
@@ -214,7 +205,85 @@ enum Woken {
     Stop,
 }
 
+/// The hidden entry point of a re-executed monitor (see [`Supervisor::reexec`]).
+pub fn resume() -> Option<ExitCode> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).map(|a| a.as_os_str()) != Some(REEXEC_FLAG.as_ref()) {
+        return None;
+    }
+    let mut it = args.into_iter().skip(2);
+    let (Some(name), Some(dir), Some(streak)) = (it.next(), it.next(), it.next()) else {
+        return Some(ExitCode::from(2));
+    };
+    let parsed = (|| -> Option<(Name, StateDir, u32, VecDeque<Instant>)> {
+        let name = Name::new(name.to_str()?).ok()?;
+        let sd = StateDir::resolve(Some(std::path::Path::new(&dir)), false).ok()?;
+        let streak = streak.to_str()?.parse().ok()?;
+        let now = Instant::now();
+        let recent = it
+            .filter_map(|a| a.to_str()?.parse::<u64>().ok())
+            .filter_map(|ms| now.checked_sub(Duration::from_millis(ms)))
+            .collect();
+        Some((name, sd, streak, recent))
+    })();
+    let Some((name, sd, streak, recent)) = parsed else {
+        return Some(ExitCode::from(2));
+    };
+    let me = pm_core::monitor::me().ok()?;
+    let rec = sd.read_record(&name).ok().flatten()?;
+    if rec.monitor != Some(me) {
+        return Some(ExitCode::SUCCESS); // not this process's service
+    }
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    let s = Supervisor {
+        sd,
+        name,
+        me,
+        recent,
+        streak,
+    };
+    Some(s.finish(rec))
+}
+
+const REEXEC_FLAG: &str = "--pm-monitor";
+
 impl Supervisor {
+    fn finish(mut self, rec: Record) -> ExitCode {
+        match self.run(rec) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                say(
+                    TOOL,
+                    self.name.as_str(),
+                    format!("monitor: {e:#}; the service is no longer supervised"),
+                );
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Replaces this process's image with a fresh pm-start in monitor mode: same PID and
+    /// start time (so the record still names it), same children, the signal mask and
+    /// fds 0-2 kept; but only the pages the idle loop touches are resident, not those of
+    /// clap, the start sequence and its readiness checks. Returns only if exec failed,
+    /// and then the monitor simply goes on as it is.
+    fn reexec(&self) {
+        use std::os::unix::process::CommandExt;
+        let now = Instant::now();
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        cmd.arg0(TOOL)
+            .arg(REEXEC_FLAG)
+            .arg(self.name.as_str())
+            .arg(self.sd.path())
+            .arg(self.streak.to_string())
+            .args(
+                self.recent
+                    .iter()
+                    .map(|t| now.duration_since(*t).as_millis().to_string()),
+            );
+        let _ = cmd.exec();
+    }
+
     fn run(&mut self, mut rec: Record) -> Result<()> {
         let sigs = signals()?;
         let mut ended = None;
@@ -254,7 +323,10 @@ impl Supervisor {
                 say(TOOL, self.name.as_str(), format!("restart: {e:#}"));
             }
             match up {
-                Some(r) => rec = r,
+                Some(r) => {
+                    self.reexec();
+                    rec = r;
+                }
                 None => {
                     // Not up: a failed restart counts as an end, if the record still says
                     // it is ours to restart (a stop or another start may have moved on).
@@ -452,6 +524,42 @@ fn reap(leader: i32) -> Option<WaitStatus> {
     }
 }
 
+/// Drops this process's mappings of program text (pm-start's and the libraries') before it
+/// goes idle: a monitor sleeps for days and touches a few pages when it wakes, which
+/// fault back in from the page cache. Only executable mappings, which are never written:
+/// their pages are the same as the file's, so nothing is lost.
+fn shed_text() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if perms != "r-xp" {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        let (Some(addr), Some(len)) = (
+            std::ptr::NonNull::new(a as *mut std::ffi::c_void),
+            std::num::NonZeroUsize::new(b.saturating_sub(a)),
+        ) else {
+            continue;
+        };
+        // SAFETY: a private, read-only, executable file mapping: MADV_DONTNEED only drops
+        // the page-table entries; the next access maps the same file pages again.
+        let _ = unsafe {
+            nix::sys::mman::madvise(addr, len.get(), nix::sys::mman::MmapAdvise::MADV_DONTNEED)
+        };
+    }
+}
+
 /// Blocks until the recorded main process ends (its exit status, as its parent sees it)
 /// or a stop is asked for. No timer: poll on the signalfd and the process's pidfd.
 fn wait_for_end(rec: &Record, sigs: &SignalFd) -> Result<Woken> {
@@ -463,6 +571,7 @@ fn wait_for_end(rec: &Record, sigs: &SignalFd) -> Result<Woken> {
         boot_id: rec.boot_id.clone().unwrap_or_default(),
     };
     let handle = Handle::open(pid, &expect).ok().and_then(|h| h.ok());
+    shed_text();
     loop {
         if stop_requested(sigs) {
             return Ok(Woken::Stop);
