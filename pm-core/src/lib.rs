@@ -15,6 +15,7 @@ pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod lock;
+pub mod logger;
 pub mod monitor;
 pub mod name;
 pub mod pidfile;

@@ -164,6 +164,10 @@ pub struct Record {
     /// Restarts by the monitor since the service was started by hand.
     #[serde(skip_serializing_if = "is_zero")]
     pub restarts: u32,
+    /// `--log-max-size`, `--log-keep`, `--log-timestamps`: the log is written by a logger
+    /// process (see [`crate::logger`]); `None`: the service writes it directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_rotation: Option<crate::logger::Rotation>,
     /// In phase `backoff`: when the monitor starts the service again (RFC 3339 UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<String>,
@@ -212,6 +216,7 @@ impl Default for Record {
             last_exit: None,
             restarts: 0,
             restart_at: None,
+            log_rotation: None,
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct SpawnSpec<'a> {
     /// still passed as given); `None` searches PATH now.
     pub program: Option<&'a Path>,
     pub log: &'a Path,
+    /// Where stdout and stderr go instead of `log`: the logger's pipe.
+    pub output: Option<&'a File>,
     pub user: Option<&'a Credentials>,
 }
 
@@ -179,7 +181,10 @@ pub fn spawn(
             io::Error::new(io::ErrorKind::NotFound, "working directory does not exist"),
         ));
     }
-    let log = open_log(spec.log, spec.user)?;
+    let log = match spec.output {
+        Some(out) => out.try_clone().map_err(|e| Error::io(spec.log, e))?,
+        None => open_log(spec.log, spec.user)?,
+    };
     let log2 = log.try_clone().map_err(|e| Error::io(spec.log, e))?;
     let mut cmd = match spec.program {
         Some(exe) => {
@@ -337,6 +342,7 @@ mod tests {
                 base_env: None,
                 program: None,
                 log: &dir.join("svc.log"),
+                output: None,
                 user: None,
             },
             &mut |_| Ok(()),
@@ -433,6 +439,7 @@ mod tests {
             base_env: None,
             program: None,
             log: &dir.path().join("svc.log"),
+            output: None,
             user: None,
         };
         let e = spawn(&spec, &mut |h| {

@@ -1225,6 +1225,7 @@ mod tests {
                 base_env: None,
                 program: None,
                 log: &dir.path().join("log"),
+                output: None,
                 user: None,
             },
             &mut |_| Ok(()),

@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use pm_core::logger::Rotation;
 use pm_core::monitor::{self as supervision, Restart};
 use pm_core::process::{self, Stat};
 use pm_core::ready::{Check, LogFollower, NotifySocket, PidfileBaseline};
@@ -148,6 +149,27 @@ pub struct Cli {
     /// 0: never give up [default: 5/10s]; remembered
     #[arg(long, value_name = "N[/WINDOW]", value_parser = max_restarts)]
     pub max_restarts: Option<(u32, Option<Duration>)>,
+
+    /// Write the log through a small logger process that rotates it before it grows past
+    /// SIZE (e.g. 10M): LOG.1, LOG.2, …; lines are never split or lost; 0: no rotation;
+    /// remembered
+    #[arg(long, value_name = "SIZE", value_parser = cli::size)]
+    pub log_max_size: Option<u64>,
+
+    /// Rotated logs kept with --log-max-size [default: 5]; remembered
+    #[arg(long, value_name = "N")]
+    pub log_keep: Option<u32>,
+
+    /// Prefix each log line with the time it was written (RFC 3339 UTC, milliseconds),
+    /// through the logger process; remembered
+    #[arg(long)]
+    pub log_timestamps: bool,
+}
+
+impl Cli {
+    fn log_options_given(&self) -> bool {
+        self.log_max_size.is_some() || self.log_keep.is_some() || self.log_timestamps
+    }
 }
 
 fn max_restarts(s: &str) -> Result<(u32, Option<Duration>), String> {
@@ -181,6 +203,8 @@ struct Spec {
     restart: Option<Restart>,
     /// `--print-pid` (not remembered).
     print_pid: bool,
+    /// `--log-max-size`, `--log-keep`, `--log-timestamps`; `None`: no logger process.
+    log_rotation: Option<Rotation>,
 }
 
 /// The caller's environment as a service's base environment: without the variables pm
@@ -259,6 +283,19 @@ impl Spec {
         }
         let argv = rec.map_or_else(|| cli.command.clone(), |r| r.command.clone());
         let restart = restart_settings(cli, rec)?;
+        let log_rotation = if cli.log_options_given() {
+            let mut r = rec.and_then(|r| r.log_rotation.clone()).unwrap_or_default();
+            if let Some(m) = cli.log_max_size {
+                r.max_size = Some(m).filter(|m| *m > 0);
+            }
+            if let Some(k) = cli.log_keep {
+                r.keep = k;
+            }
+            r.timestamps |= cli.log_timestamps;
+            Some(r).filter(|r| r.max_size.is_some() || r.timestamps)
+        } else {
+            rec.and_then(|r| r.log_rotation.clone())
+        };
         // A restart from the record runs what the first start ran, in its environment;
         // records from before these fields were kept fall back to the caller's.
         let environment = match rec {
@@ -281,6 +318,7 @@ impl Spec {
             }
         };
         Ok(Spec {
+            log_rotation,
             restart,
             print_pid: cli.print_pid,
             exe,
@@ -327,6 +365,7 @@ impl Spec {
             limits: self.limits.clone(),
             exe: self.exe.clone(),
             environment: self.environment.clone(),
+            log_rotation: self.log_rotation.clone(),
             ..Record::default()
         }
     }
@@ -398,12 +437,86 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The monitor runs the start code, then re-executes itself to shed what that code
-/// touched (see [`monitor`]): `pm-start --pm-monitor NAME STATE_DIR STREAK [AGO_MS...]`.
-/// `None` for any other command line. Harmless if run by hand: a monitor only acts on a
-/// record that names its own PID and start time.
-pub fn resume_monitor() -> Option<ExitCode> {
-    monitor::resume()
+/// The hidden modes of the pm-start binary, entered before any parsing: a monitor that
+/// re-executed itself to shed what the start code touched (see [`monitor`]; harmless if
+/// run by hand: a monitor only acts on a record that names its own PID and start time),
+/// and the log writer. `None` for any other command line.
+pub fn internal_entry() -> Option<ExitCode> {
+    match std::env::args_os().nth(1)?.to_str()? {
+        "--pm-monitor" => monitor::resume(),
+        "--pm-logger" => Some(run_logger()),
+        _ => None,
+    }
+}
+
+/// `pm-start --pm-logger LOG MAX KEEP TS`, stdin the service's output (see
+/// [`pm_core::logger`]). The stop signals are the service's business, not the logger's:
+/// it ends when the last writer has gone, so nothing written before a stop is lost.
+fn run_logger() -> ExitCode {
+    use nix::sys::signal::{signal, SigHandler};
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        // SAFETY: SIG_IGN runs no code.
+        let _ = unsafe { signal(s, SigHandler::SigIgn) };
+    }
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [log, max, keep, ts] = args.as_slice() else {
+        return Code::Usage.into();
+    };
+    let Some(rotation) = Rotation::from_args(max, keep, ts) else {
+        return Code::Usage.into();
+    };
+    let written = pm_core::logger::Writer::open(Path::new(log), rotation)
+        .and_then(|mut w| pm_core::logger::run(std::io::stdin().lock(), &mut w));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => {
+            // Nobody to tell (stderr is the log we could not write): drain, so the service
+            // is not killed by SIGPIPE for our failure.
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            Code::Failure.into()
+        }
+    }
+}
+
+/// Starts the logger of `--log-max-size`/`--log-timestamps` (in the start's cgroup,
+/// carrying its marker) and returns the pipe the service writes to.
+fn spawn_logger(
+    spec: &Spec,
+    rotation: &Rotation,
+    run_id: &str,
+    cg: Option<&cgroup::Cgroup>,
+) -> Result<std::fs::File> {
+    use std::os::unix::process::CommandExt;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg0(TOOL)
+        .arg("--pm-logger")
+        .arg(&spec.log)
+        .args(rotation.to_args())
+        .stdin(std::fs::File::from(r))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .env("PM_NAME", spec.name.as_str())
+        .env(RUN_ID_VAR, run_id)
+        .current_dir("/");
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd.spawn().context("starting the log writer")?;
+    if let Some(cg) = cg {
+        cg.join(child.id() as i32)?;
+    }
+    Ok(std::fs::File::from(w))
 }
 
 /// Will this start be supervised? `--restart on-failure|always`, or a restart from a
@@ -646,6 +759,10 @@ pub(crate) fn start(
     // Daemons that double-fork then reparent to pm-start rather than to init, so a failed
     // start can still find (and stop) them by parent PID.
     let _ = nix::sys::prctl::set_child_subreaper(true);
+    let logger_out = match &spec.log_rotation {
+        Some(r) => Some(spawn_logger(&spec, r, &run_id, cg.as_ref())?),
+        None => None,
+    };
 
     rec.started_at = Some(record::now_rfc3339());
     rec.starter = start::me_as_starter()?;
@@ -659,6 +776,7 @@ pub(crate) fn start(
             base_env: Some(&spec.environment),
             program: spec.exe.as_deref(),
             log: &spec.log,
+            output: logger_out.as_ref(),
             user: creds.as_ref(),
         },
         &mut |h| {
@@ -695,6 +813,8 @@ pub(crate) fn start(
             return Ok(Code::Failure.into());
         }
     };
+    // Only the service may hold the logger's pipe: its end is the logger's EOF.
+    drop(logger_out);
     // Not held while waiting: pm-stop must be able to stop a service that is starting.
     drop(lock);
 

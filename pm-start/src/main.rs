@@ -1,8 +1,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // A monitor re-executing itself (see pm_start::resume_monitor); first, before clap.
-    if let Some(code) = pm_start::resume_monitor() {
+    // A monitor re-executing itself, or the log writer (see pm_start::internal_entry).
+    if let Some(code) = pm_start::internal_entry() {
         return code;
     }
     match pm_start::run(pm_start::Cli::parse()) {
