@@ -17,7 +17,9 @@ fn pages() -> Vec<Page> {
 With \\-\\-pidfile, a launcher that forks and exits 0 is followed to the PID its daemon writes into the file. \
 The service runs in a session of its own, with stdin /dev/null, stdout and stderr appended to its log, and no inherited file descriptor above 2. \
 PM_NAME is set to NAME in its environment; with \\-\\-ready notify also NOTIFY_SOCKET. \
-Where a cgroup v2 hierarchy is writable (as root, or in a delegated subtree), the service gets a cgroup of its own, made and joined before it runs; the limits are written into it first (see CONTAINMENT in pm(7)).",
+Where a cgroup v2 hierarchy is writable (as root, or in a delegated subtree), the service gets a cgroup of its own, made and joined before it runs; the limits are written into it first (see CONTAINMENT in pm(7)). \
+With \\-\\-restart on-failure or always, pm-start forks a monitor first, which runs the start, reports its outcome as this command's exit status, then stays as the service's parent: it records how the service ends (last_exit), restarts it after the restart delay and gives up after \\-\\-max-restarts (see SUPERVISION in pm(7)). \
+With \\-\\-log-max-size or \\-\\-log-timestamps the output goes through a logger process of the start that rotates and stamps whole lines (see LOGS in pm(7)).",
         },
         Page {
             cmd: pm_stop::Cli::command(),
@@ -26,6 +28,7 @@ Descendants that left the group (setsid, double fork) are snapshotted before the
 A process whose start time no longer matches the record, or that started after its PID file was written, is never signalled, and neither are PID 1 and pm-stop itself. \
 A service with a cgroup (pm-status -l shows the tracking) is stopped as a whole: the leader and its group first, then everything else in the cgroup; pm-stop waits until the kernel reports the cgroup empty, escalates with cgroup.kill and removes the cgroup. \
 With \\-\\-forget, once nothing of the service runs its record, pm's PID file and its lock file are removed (the log stays), so pm-status no longer lists it; a NAME pm-stop finds unknown leaves no lock file behind either. \
+A supervised service's monitor (pm-start \\-\\-restart) is stopped first, and pm-stop waits until it has exited, so nothing restarts what is being stopped. \
 When both 1 and 4 apply, the exit status is 1.",
         },
         Page {
