@@ -6,6 +6,7 @@ mod attack;
 mod cgroup;
 mod faults;
 mod install;
+mod logs;
 mod recipes;
 mod services;
 mod signal;

@@ -1,0 +1,245 @@
+//! The logger of `--log-max-size` / `--log-keep` / `--log-timestamps`: whole lines, in
+//! order, across rotated files; nothing lost at a stop; no symlink followed.
+
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+use pm_tests::*;
+
+/// Two writers at once, each numbering its lines, as fast as they can.
+const WRITERS: &str = r#"
+for w in a b; do
+  python3 -c '
+import sys
+w = sys.argv[1]
+for i in range(3000):
+    sys.stdout.write("%s %05d %s\n" % (w, i, "x" * (i % 50)))
+    if i % 5 == 0:
+        sys.stdout.flush()
+' $w &
+done
+wait
+echo done
+exec sleep 1000
+"#;
+
+/// Every rotated file and the log, oldest first.
+fn files_oldest_first(sb: &Sandbox, name: &str, keep: usize) -> Vec<(String, String)> {
+    let log = sb.state.join(format!("{name}.log"));
+    let mut out = Vec::new();
+    for n in (1..=keep).rev() {
+        let p = format!("{}.{n}", log.display());
+        if let Ok(t) = fs::read_to_string(&p) {
+            out.push((p, t));
+        }
+    }
+    out.push((log.display().to_string(), fs::read_to_string(&log).unwrap()));
+    out
+}
+
+#[test]
+fn rotation_keeps_every_line_whole_and_in_order() {
+    if !python_ok() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let out = sb.start(
+        "w",
+        &[
+            "--log-max-size",
+            "4096",
+            "--log-keep",
+            "500",
+            "--ready",
+            "log:^done$",
+            "--",
+            "sh",
+            "-c",
+            WRITERS,
+        ],
+    );
+    assert_success(&out, "pm-start w");
+    let files = files_oldest_first(&sb, "w", 500);
+    assert!(files.len() > 10, "rotated only {} times", files.len() - 1);
+    let mut next = [0usize; 2];
+    for (path, text) in &files {
+        assert!(text.len() <= 4096, "{path} has {} bytes", text.len());
+        assert!(text.ends_with('\n'), "{path} ends inside a line");
+        for line in text.lines() {
+            if line == "done" {
+                continue;
+            }
+            let mut f = line.split(' ');
+            let (w, i, pad) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap_or(""));
+            let i: usize = i
+                .parse()
+                .unwrap_or_else(|_| panic!("{path}: broken line {line:?}"));
+            let k = match w {
+                "a" => 0,
+                "b" => 1,
+                _ => panic!("{path}: broken line {line:?}"),
+            };
+            assert_eq!(i, next[k], "{path}: writer {w} out of order or a line lost");
+            assert_eq!(pad.len(), i % 50, "{path}: line {line:?} cut");
+            next[k] += 1;
+        }
+    }
+    assert_eq!(next, [3000, 3000]);
+    assert_success(&sb.stop(&["w"]), "pm-stop w");
+    assert!(sb.processes().is_empty(), "left: {:?}", sb.processes());
+}
+
+#[test]
+fn old_files_beyond_keep_are_dropped() {
+    let sb = Sandbox::new();
+    let out = sb.start(
+        "k",
+        &[
+            "--log-max-size",
+            "100",
+            "--log-keep",
+            "2",
+            "--ready",
+            "log:^end$",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 100 ]; do echo line $i; i=$((i+1)); done; echo end; exec sleep 1000",
+        ],
+    );
+    assert_success(&out, "pm-start k");
+    let log = sb.state.join("k.log");
+    assert!(sb.state.join("k.log.1").is_file());
+    assert!(sb.state.join("k.log.2").is_file());
+    assert!(
+        !sb.state.join("k.log.3").exists(),
+        "more than --log-keep files"
+    );
+    let all: String = files_oldest_first(&sb, "k", 2)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(all.ends_with("line 99\nend\n"), "{all:?}");
+    assert!(
+        !all.contains("line 0\n"),
+        "the oldest lines were kept: {all:?}"
+    );
+    assert!(fs::metadata(&log).unwrap().len() <= 100);
+    assert_success(&sb.stop(&["k"]), "pm-stop k");
+}
+
+#[test]
+fn timestamps_prefix_each_line_with_its_time() {
+    let sb = Sandbox::new();
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let out = sb.start(
+        "t",
+        &[
+            "--log-timestamps",
+            "--ready",
+            "log:two$",
+            "--",
+            "sh",
+            "-c",
+            "echo one; echo two >&2; exec sleep 1000",
+        ],
+    );
+    assert_success(&out, "pm-start t");
+    let after = SystemTime::now() + Duration::from_secs(1);
+    let log = sb.log("t");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log:?}");
+    for (line, text) in lines.iter().zip(["one", "two"]) {
+        let (stamp, rest) = line.split_once(' ').unwrap();
+        assert_eq!(rest, text);
+        let t = parse_stamp(stamp).unwrap_or_else(|| panic!("{stamp:?} is not RFC 3339 UTC"));
+        assert!(
+            t >= before && t <= after,
+            "{stamp} is not the time of writing"
+        );
+    }
+    assert_success(&sb.stop(&["t"]), "pm-stop t");
+}
+
+/// `2026-11-26T14:50:35.860Z` as a time (days from the civil date, Howard Hinnant's way).
+fn parse_stamp(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if s.len() != 24 || b[4] != b'-' || b[10] != b'T' || b[19] != b'.' || b[23] != b'Z' {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms_total = ((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000 + ms) as u64;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms_total))
+}
+
+#[test]
+fn output_written_while_stopping_is_kept_and_the_logger_ends() {
+    let sb = Sandbox::new();
+    let pid = sb.start_sh(
+        "b",
+        &["--log-timestamps", "--ready", "log:hi$"],
+        // The worker that writes last has a session of its own: the stop signals it
+        // together with the logger.
+        "setsid sh -c 'trap \"sleep 0.3; echo bye; exit 0\" TERM; while :; do sleep 0.05; done' & echo hi; wait",
+    );
+    let procs = sb.processes();
+    assert!(
+        procs.len() >= 2,
+        "no logger process next to the service: {procs:?}"
+    );
+    assert_success(&sb.stop(&["b"]), "pm-stop b");
+    assert_gone(pid);
+    assert!(
+        sb.log("b").lines().any(|l| l.ends_with(" bye")),
+        "{:?}",
+        sb.log("b")
+    );
+    // The logger ended with the service: nothing of the start is left.
+    assert!(sb.processes().is_empty(), "left: {:?}", sb.processes());
+}
+
+#[test]
+fn a_symlink_planted_as_a_rotated_file_is_replaced_not_followed() {
+    let sb = Sandbox::new();
+    let victim = sb.path("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    fs::create_dir_all(&sb.state).unwrap();
+    std::os::unix::fs::symlink(&victim, sb.state.join("s.log.1")).unwrap();
+    std::os::unix::fs::symlink(&victim, sb.state.join("s.log.2")).unwrap();
+    let out = sb.start(
+        "s",
+        &[
+            "--log-max-size",
+            "50",
+            "--log-keep",
+            "2",
+            "--ready",
+            "log:^end$",
+            "--",
+            "sh",
+            "-c",
+            "i=1; while [ $i -le 30 ]; do echo line $i; i=$((i+1)); done; echo end; exec sleep 1000",
+        ],
+    );
+    assert_success(&out, "pm-start s");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    for n in [1, 2] {
+        let p = sb.state.join(format!("s.log.{n}"));
+        let m = fs::symlink_metadata(&p).unwrap();
+        assert!(
+            m.file_type().is_file(),
+            "{} is still a symlink",
+            p.display()
+        );
+    }
+    assert_success(&sb.stop(&["s"]), "pm-stop s");
+}
