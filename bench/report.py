@@ -150,8 +150,9 @@ def targets(doc):
     return out
 
 
-def render(doc, analysis12=None):
-    """analysis12: hand-written findings for the issue 12 section (bench/analysis-cgroup.md)."""
+def render(doc, analysis12=None, analysis13=None):
+    """analysis12, analysis13: hand-written findings for the issue 12 and issue 13 sections
+    (bench/analysis-cgroup.md, bench/analysis-supervision.md)."""
     m = doc["machine"]
     runs = doc["runs"]
     L = []
@@ -182,10 +183,12 @@ def render(doc, analysis12=None):
                  f"modes) comes from a later run, `{u.get('command')}` on {u.get('started')} "
                  f"(pm tree `{u.get('pm_commit')}`), merged into this one; its section says "
                  f"more.\n")
+    L.append(render_s7(doc, analysis13))
     L.append(render_s6(doc, analysis12))
     # The issue 8 scenarios (1-5), where the run has them.
-    runs = {mode: {**r, "results": [e for e in r["results"] if e["scenario"] != S6],
-                   "errors": [e for e in r.get("errors", []) if e["scenario"] != S6]}
+    runs = {mode: {**r, "results": [e for e in r["results"] if e["scenario"] not in (S6, S7)],
+                   "errors": [e for e in r.get("errors", [])
+                              if e["scenario"] not in (S6, S7)]}
             for mode, r in runs.items()}
     runs = {mode: r for mode, r in runs.items() if r["results"] or r["errors"]}
     if not runs:
@@ -567,6 +570,275 @@ def render_s6(doc, analysis=None):
                      f"{'–' if c is None else ('yes' if c <= RSS_LIMIT_KB else '**no**')} |")
         L.append("")
         errs = [e for e in run.get("errors", []) if e["scenario"] == S6]
+        if errs:
+            L.append("Failed measurements:\n")
+            for e in errs:
+                L.append(f"- {e['case']} / {e['tool']}: `{e['error'][:300].strip()}`")
+            L.append("")
+    if analysis:
+        L.append(analysis.rstrip() + "\n")
+    return "\n".join(L) + "\n"
+
+
+# ----------------------------------------------------------------------------- issue 13
+
+S7 = "7 supervision"
+S7_PER_SERVICE = ("pm", "s6", "runit", "supervisord")
+S7_NAME = {"pm": "pm monitor", "pm-nocg": "pm monitor, `--no-cgroup`",
+           "s6": "s6-supervise", "s6-ready": "s6-supervise, notification-fd",
+           "runit": "runsv", "supervisord": "supervisord"}
+FEW_MS = 10.0  # "restart latency after a crash a few ms plus the delay" (delay 0 here)
+
+
+def run_info(doc, key):
+    """The machine/run facts of the run that produced scenario `key` (a merged --only run,
+    or the whole run)."""
+    for u in reversed(doc["machine"].get("updates", [])):
+        if key in u.get("scenarios", []):
+            return u
+    return doc["machine"]
+
+
+def s7_find(run, case, sup, role="per service"):
+    for e in entries(run, S7):
+        if e["case"] == case and e.get("supervisor") == sup and e.get("role", role) == role:
+            return e
+    return None
+
+
+def s7_case(run, prefix):
+    for e in entries(run, S7):
+        if e["case"].startswith(prefix):
+            return e["case"]
+    return None
+
+
+def kb(x):
+    return "–" if x is None else f"{x:.0f}"
+
+
+def mib(x):
+    return "–" if x is None else f"{x / 1024:.2f} MiB"
+
+
+def obj_group(key, exe=None):
+    """What a mapping of /proc/PID/smaps is ("BASENAME PERMS", or [heap] …; exe: the
+    process's executable's basename), for the breakdown table."""
+    name, _, perms = key.partition(" ")
+    if name in ("[heap]", "[stack]", "[anon]"):
+        return {"[heap]": "heap", "[stack]": "stack", "[anon]": "anonymous (no name)"}[name]
+    if name.startswith("["):
+        return "kernel ([vdso], …)"
+    if name.startswith("libc.so"):
+        return "libc"
+    if name.startswith("ld-linux") or name.startswith("ld-"):
+        return "ld.so"
+    if ".so" in name:
+        return "other shared libraries"
+    if exe and name != exe:
+        return "other files"
+    return {"r-xp": "executable: code (r-xp)", "r--p": "executable: read-only data (r--p)",
+            "rw-p": "executable: data (rw-p)"}.get(perms, "executable: other")
+
+
+OBJ_ORDER = ("executable: code (r-xp)", "executable: read-only data (r--p)",
+             "executable: data (rw-p)", "executable: other", "libc", "ld.so",
+             "other shared libraries", "other files", "heap", "stack", "anonymous (no name)",
+             "kernel ([vdso], …)")
+
+
+def s7_targets(doc):
+    rows = {}
+    for mode, run in doc["runs"].items():
+        res = {}
+        pm = s7_find(run, "idle", "pm")
+        pm = pm if pm and pm["stats"].get("ticks") else None
+        if pm:
+            t, w = stat(pm, "ticks"), stat(pm, "window_s")
+            wk = stat(pm, "wakeups")
+            res["idle"] = (t == 0, f"{t:.0f} ticks, {wk:.0f} wake-ups in {w:.0f} s"
+                           + (f", {stat(pm, 'cpu_ms'):.3f} ms on CPU"
+                              if stat(pm, "cpu_ms") is not None else ""))
+            rv = s7_find(run, "idle", "runit")
+            a = stat(pm, "rss_kb")
+            if rv:
+                b = stat(rv, "rss_kb")
+                res["rss"] = (a <= b, f"monitor {mib(a)} vs runsv {mib(b)} "
+                                      f"({'+' if a >= b else '−'}{abs(a - b) / 1024:.2f} MiB); "
+                                      f"PSS {mib(stat(pm, 'pss_kb'))} vs "
+                                      f"{mib(stat(rv, 'pss_kb'))}")
+            elif a is not None:
+                res["rss"] = (a <= 1.4 * 1024, f"monitor {mib(a)} (runsv absent: 1.4 MiB)")
+        lat = s7_find(run, "restart latency", "pm")
+        if lat:
+            a = stat(lat, "restart_ms")
+            det = (f"median {f(a)} ms (p90 {f(stat(lat, 'restart_ms', 'p90'))} ms) with "
+                   f"`--restart-delay 0`")
+            nc = s7_find(run, "restart latency", "pm-nocg")
+            if nc:
+                det += (f"; {f(stat(nc, 'restart_ms'))} ms (p90 "
+                        f"{f(stat(nc, 'restart_ms', 'p90'))} ms) with `--no-cgroup`")
+            res["latency"] = (a <= FEW_MS, det)
+        rows[mode] = res
+    return rows
+
+
+def render_s7(doc, analysis=None):
+    """The issue 13 section: what supervision costs while idle, and restart latency."""
+    runs = {m: r for m, r in doc["runs"].items() if entries(r, S7)}
+    if not runs:
+        return ""
+    info = run_info(doc, "7")
+    L = ["## Issue 13: supervision\n"]
+    cmd = info.get("command") or "bench/run --only 7"
+    L.append(f"Command: `{cmd}` (pm tree `{info.get('pm_commit', '?')}`, release build), "
+             f"{info.get('started', '?')}, wall time {info.get('wall_s', '?')} s; "
+             f"load average at start {' '.join(info.get('loadavg_start') or [])}, at end "
+             f"{' '.join(info.get('loadavg_end') or [])}" +
+             (f", 1-minute load during the run min {info['load1_during']['min']:.2f} / "
+              f"median {info['load1_during']['median']:.2f} / max "
+              f"{info['load1_during']['max']:.2f}" if info.get("load1_during") else "") +
+             f" on {info.get('cpus', doc['machine'].get('cpus'))} CPUs." +
+             (f" {info['notes']}" if info.get("notes") and info is not doc["machine"] else "")
+             + "\n")
+    L.append("One service, `sleep 100000`, under each supervisor, all at the same time: pm "
+             "(`pm-start idle --restart always --restart-delay 0 --max-restarts 0 --grace 0 -- "
+             "sleep 100000`: a monitor, the pm-start binary in its monitor mode, is the "
+             "service's parent; as root on a cgroup2 host the service gets a cgroup, pm's "
+             "default), s6 (`s6-svscan` → `s6-supervise` → `./run`), runit (`runsvdir` → "
+             "`runsv` → `./run`; both `run` scripts are `#!/bin/sh` + `exec sleep 100000`) "
+             "and supervisord (one `supervisord` supervising one `[program]`, "
+             "`autorestart=true`, `startsecs=0`). For the restart latency only, two more: pm "
+             "with `--no-cgroup` (what the cgroup costs a restart) and s6 with a "
+             "`notification-fd` whose `run` writes the readiness newline before `exec sleep` "
+             "(s6-supervise ≥ 2.11 waits 1 s after a service ends, however long it ran, "
+             "unless it notified readiness; then it waits until 1 s after the readiness).\n")
+    L.append("**Idle**: every supervisor process's CPU over a window in which nothing "
+             "happens (utime+stime from /proc/PID/stat in clock ticks of 10 ms, the time on "
+             "CPU from /proc/PID/schedstat, and the context switches from /proc/PID/status: "
+             "each wake-up is one), then its memory from /proc/PID/smaps_rollup (PSS shares "
+             "each page among the processes that map it). **Restart latency**: the service's "
+             "process is SIGKILLed and the clock runs until the supervisor's new child has "
+             "exec'd (the service's program; `./run` for s6 and runit); the moments of the "
+             "old process's exit, of the fork and of the exec are the kernel's own (process "
+             "events connector, CLOCK_MONOTONIC; where it is not available, /proc is polled: "
+             "the table says which), the kill's is taken just before kill(2); pm's record "
+             "must name the new process. "
+             "Every kill finds its service up for ≥ 1.25 s (runsv holds a restart until 1 s "
+             "after the previous start); the services are killed one at a time, in turn, "
+             "the order rotated every round.\n")
+    tg = {m: v for m, v in s7_targets(doc).items() if m in runs}
+    if any(tg.values()):
+        L.append("### Targets (issue 13)\n")
+        L.append("| target | " + " | ".join(tg) + " |")
+        L.append("|---|" + "---|" * len(tg))
+        for key, title in (
+                ("idle", "pm's monitor idle: 0 CPU ticks over the window (blocks in the "
+                         "kernel: no timers, no polling)"),
+                ("rss", "pm's monitor RSS at or below runsv's (~1.4 MiB)"),
+                ("latency", f"restart latency after a crash: a few ms plus the delay "
+                            f"(median ≤ {FEW_MS:.0f} ms at delay 0)")):
+            cells = []
+            for mode in tg:
+                r = tg[mode].get(key)
+                cells.append("–" if r is None else
+                             ("**met**: " if r[0] else "**MISSED**: ") + r[1])
+            L.append(f"| {title} | " + " | ".join(cells) + " |")
+        L.append("")
+    for mode, run in runs.items():
+        L.append(f"### {MODE_TITLE.get(mode, mode)}\n")
+        es = [e for e in entries(run, S7) if e["case"] == "idle"]
+        if es:
+            w = stat(es[0], "window_s")
+            L.append(f"**Idle, {w:.0f} s window** — CPU used in it, and memory at its end "
+                     f"(kB). Per service: the supervisor process of one service; root: the "
+                     f"one process above all of a tree's supervisors.\n")
+            L.append("| supervisor process | role | CPU ticks | ms on CPU | wake-ups | RSS | PSS "
+                     "| PSS anon | PSS file | private | note |")
+            L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+            for e in es:
+                cpu = stat(e, "cpu_ms")
+                L.append(f"| {e['tool']} | {e.get('role', '')} | {stat(e, 'ticks'):.0f} | "
+                         f"{'–' if cpu is None else f'{cpu:.3f}'} | "
+                         f"{stat(e, 'wakeups'):.0f} | {kb(stat(e, 'rss_kb'))} | "
+                         f"{kb(stat(e, 'pss_kb'))} | {kb(stat(e, 'pss_anon_kb'))} | "
+                         f"{kb(stat(e, 'pss_file_kb'))} | {kb(stat(e, 'private_kb'))} | "
+                         f"{e.get('note', '')} |")
+            L.append("")
+        es = [e for e in entries(run, S7) if e["case"] == "restart latency"]
+        if es:
+            method = es[0].get("method", "")
+            L.append(f"**Restart latency** — SIGKILL of the service → its new process "
+                     f"exec'd, ms ({method}). Exit: the old process's end; fork: the "
+                     f"supervisor's fork of the new one.\n")
+            L.append("| supervisor | delay configured | runs | median | p10–p90 | min–max | "
+                     "ratio to pm | exit median | fork median |")
+            L.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+            ref = next((stat(e, "restart_ms") for e in es if e.get("supervisor") == "pm"),
+                       None)
+            for e in es:
+                s = e["stats"]["restart_ms"]
+                L.append(f"| {S7_NAME.get(e.get('supervisor'), e['tool'])} | "
+                         f"{e.get('delay', '')} | {s['n']} | {f(s['median'])} | "
+                         f"{f(s['p10'])}–{f(s['p90'])} | {f(s['min'])}–{f(s['max'])} | "
+                         f"{ratio(s['median'], ref)} | {f(stat(e, 'death_ms'), 2)} | "
+                         f"{f(stat(e, 'fork_ms'))} |")
+            L.append("")
+        es = [e for e in entries(run, S7) if e["case"].startswith("memory after")]
+        if es:
+            L.append(f"**Memory after the restarts** ({es[0]['case']}; the same process as in "
+                     f"the idle window), kB:\n")
+            L.append("| supervisor | RSS | PSS | RSS change since the idle window |")
+            L.append("|---|---:|---:|---:|")
+            for e in es:
+                idle = s7_find(run, "idle", e.get("supervisor"))
+                a, b = stat(e, "rss_kb"), stat(idle, "rss_kb")
+                L.append(f"| {S7_NAME.get(e.get('supervisor'), e['tool'])} | {kb(a)} | "
+                         f"{kb(stat(e, 'pss_kb'))} | "
+                         f"{'–' if a is None or b is None else f'{a - b:+.0f}'} |")
+            L.append("")
+        case = s7_case(run, "memory at ")
+        if case:
+            es = [e for e in entries(run, S7) if e["case"] == case]
+            n = case.split()[2]
+            L.append(f"**Memory per service with {n} services** under each supervisor (a "
+                     f"tree of its own, started for this): the supervisor processes' PSS ÷ "
+                     f"{n}, with and without the root (s6-svscan, runsvdir); pages of one "
+                     f"binary are shared among its processes, so this is what one more "
+                     f"service costs. kB:\n")
+            L.append("| supervisor | processes | PSS per service | without the root | RSS "
+                     "of each per-service process |")
+            L.append("|---|---:|---:|---:|---:|")
+            for e in es:
+                L.append(f"| {S7_NAME.get(e.get('supervisor'), e['tool'])} | "
+                         f"{stat(e, 'processes'):.0f} | {kb(stat(e, 'pss_kb_per_service'))} | "
+                         f"{kb(stat(e, 'pss_kb_per_service_no_root'))} | "
+                         f"{kb(stat(e, 'rss_kb_per_process'))} |")
+            L.append("")
+        es = [e for e in entries(run, S7) if e["case"] == "idle" and e.get("breakdown")
+              and e.get("role") == "per service"]
+        if es:
+            L.append("**Where the idle RSS is** (/proc/PID/smaps summed by mapped object; "
+                     "RSS / PSS kB):\n")
+            groups = {}
+            for e in es:
+                g = {}
+                for name, v in e["breakdown"].items():
+                    x = g.setdefault(obj_group(name, e.get("exe")), [0, 0])
+                    x[0] += v["rss"]
+                    x[1] += v["pss"]
+                groups[e["supervisor"]] = g
+            L.append("| mapped | " + " | ".join(S7_NAME.get(e["supervisor"], e["tool"])
+                                                 for e in es) + " |")
+            L.append("|---|" + "---:|" * len(es))
+            for obj in OBJ_ORDER:
+                if not any(obj in g for g in groups.values()):
+                    continue
+                L.append(f"| {obj} | " + " | ".join(
+                    (f"{groups[e['supervisor']][obj][0]} / {groups[e['supervisor']][obj][1]}"
+                     if obj in groups[e["supervisor"]] else "–") for e in es) + " |")
+            L.append("")
+        errs = [e for e in run.get("errors", []) if e["scenario"] == S7]
         if errs:
             L.append("Failed measurements:\n")
             for e in errs:
