@@ -4,7 +4,9 @@
 //! commands for the real pm binaries with the caller's `PM_*`, `XDG_RUNTIME_DIR` and
 //! `NOTIFY_SOCKET` cleared, and on drop kills every process that carries its unique state
 //! directory in its environment (pm passes the environment on to services), so no process
-//! outlives its test, even when the test fails. It never kills by name.
+//! outlives its test, even when the test fails; the monitors its records name (`pm-start
+//! --restart`) first, by PID and start time, so none restarts what is being killed. It
+//! never kills by name.
 //!
 //! The harness judges pm with its own small /proc reader, [`procfs`], never with pm-core's
 //! code, so a bug there cannot hide itself; zombies count as gone everywhere.
@@ -266,9 +268,57 @@ impl Sandbox {
         out
     }
 
+    /// The monitors (`pm-start --restart`) that the records in the state directory name and
+    /// that are still the recorded process: same PID *and* start time, read with the
+    /// harness's own /proc reader (a PID successor is never named here). Zombies left out.
+    fn recorded_monitors(&self) -> Vec<i32> {
+        let me = std::process::id() as i32;
+        let Ok(dir) = fs::read_dir(&self.state) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in dir.flatten() {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            // Records are NAME.json; pm's temporary files start with a dot.
+            if file.starts_with('.') || !file.ends_with(".json") {
+                continue;
+            }
+            let Some(rec) = fs::read_to_string(e.path())
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            else {
+                continue;
+            };
+            let m = &rec["monitor"];
+            let (Some(pid), Some(start)) = (m["pid"].as_i64(), m["start_time"].as_u64()) else {
+                continue;
+            };
+            let Ok(pid) = i32::try_from(pid) else {
+                continue;
+            };
+            let same = Stat::read(pid).is_some_and(|s| s.start_time == start && !s.is_zombie());
+            if same && pid != me && !out.contains(&pid) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
     /// Kills everything this sandbox started (by environment, never by name), then
-    /// removes the cgroups its pm made (see [`Sandbox::cgroup_dir`]).
+    /// removes the cgroups its pm made (see [`Sandbox::cgroup_dir`]). The monitors of
+    /// supervised services die first (else they restart what is being killed).
     pub fn kill_all(&self) {
+        for _ in 0..50 {
+            let monitors = self.recorded_monitors();
+            if monitors.is_empty() {
+                break;
+            }
+            for p in monitors {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         for _ in 0..50 {
             let pids = self.processes();
             if pids.is_empty() {

@@ -13,3 +13,4 @@ mod signal;
 mod start;
 mod status;
 mod stop;
+mod supervise;
