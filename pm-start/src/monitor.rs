@@ -390,7 +390,7 @@ impl Supervisor {
             self.recent.pop_front();
         }
         // What is left of the ended run goes before anything else happens.
-        self.sd.write_record(&r)?;
+        self.sd.write_record_unsynced(&r)?;
         let seen = inspect(&self.sd, &self.name, None);
         if matches!(seen.state, State::Dead | State::Running) && seen.live.is_none() {
             let opts = stop::Options {
@@ -447,7 +447,9 @@ impl Supervisor {
         r.phase = Phase::Backoff;
         r.monitor = Some(self.me);
         r.restart_at = Some(record::rfc3339(SystemTime::now() + delay));
-        self.sd.write_record(&r)?;
+        // Unsynced: a crash restart must not wait for the disk, and after a power cut there is
+        // no monitor and no service for this record to describe.
+        self.sd.write_record_unsynced(&r)?;
         say(
             TOOL,
             &name,
