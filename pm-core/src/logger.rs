@@ -8,9 +8,11 @@
 //! reads EOF, every line written before that is in the log, then it exits. Without these
 //! options there is no logger: the service writes straight to its log.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,20 +66,28 @@ impl Rotation {
     }
 }
 
-/// The writing end of the logger: the current file and its size.
+/// The writing end of the logger: the log's directory (opened once, the careful way), the
+/// current file and its size.
 pub struct Writer {
-    path: PathBuf,
+    dir: OwnedFd,
+    name: OsString,
     rotation: Rotation,
     file: File,
     size: u64,
 }
 
 impl Writer {
+    /// The log may sit in a directory the service's user can write, and the logger runs
+    /// as root: the directory is resolved once (no symlink of another user followed, see
+    /// [`crate::untrusted::parent_dir`]) and every later open, rename and unlink is made
+    /// relative to it, so swapping a path component for a symlink later changes nothing.
     pub fn open(path: &Path, rotation: Rotation) -> io::Result<Writer> {
-        let file = open(path)?;
+        let (dir, name) = crate::untrusted::parent_dir(path)?.map_err(|r| refused(path, r))?;
+        let file = open(&dir, &name, path)?;
         let size = file.metadata()?.len();
         Ok(Writer {
-            path: path.to_path_buf(),
+            dir,
+            name,
             rotation,
             file,
             size,
@@ -107,45 +117,60 @@ impl Writer {
         Ok(())
     }
 
-    /// `LOG.N-1` → `LOG.N` … `LOG` → `LOG.1`, then a new `LOG`. rename(2) replaces an entry
-    /// without following it, so a symlink planted as `LOG.3` is replaced, not written.
+    /// `LOG.N-1` → `LOG.N` … `LOG` → `LOG.1`, then a new `LOG`, all inside the directory
+    /// opened at the start. rename(2) replaces an entry without following it, so a symlink
+    /// planted as `LOG.3` is replaced, not written through.
     fn rotate(&mut self) -> io::Result<()> {
+        use nix::fcntl::renameat;
         let numbered = |n: u32| {
-            let mut p = self.path.clone().into_os_string();
+            let mut p = self.name.clone();
             p.push(format!(".{n}"));
-            PathBuf::from(p)
+            p
+        };
+        let missing_ok = |r: nix::Result<()>| match r {
+            Err(nix::errno::Errno::ENOENT) | Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::from(e)),
         };
         if self.rotation.keep == 0 {
-            std::fs::remove_file(&self.path).or_else(ignore_missing)?;
+            missing_ok(nix::unistd::unlinkat(
+                &self.dir,
+                self.name.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            ))?;
         } else {
             for n in (1..self.rotation.keep).rev() {
-                std::fs::rename(numbered(n), numbered(n + 1)).or_else(ignore_missing)?;
+                let (from, to) = (numbered(n), numbered(n + 1));
+                missing_ok(renameat(
+                    &self.dir,
+                    from.as_os_str(),
+                    &self.dir,
+                    to.as_os_str(),
+                ))?;
             }
-            std::fs::rename(&self.path, numbered(1)).or_else(ignore_missing)?;
+            let one = numbered(1);
+            missing_ok(renameat(
+                &self.dir,
+                self.name.as_os_str(),
+                &self.dir,
+                one.as_os_str(),
+            ))?;
         }
-        self.file = open(&self.path)?;
+        self.file = open(&self.dir, &self.name, Path::new(&self.name))?;
         self.size = self.file.metadata()?.len();
         Ok(())
     }
 }
 
-fn ignore_missing(e: io::Error) -> io::Result<()> {
-    if e.kind() == io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
+fn refused(path: &Path, r: crate::untrusted::Refused) -> io::Error {
+    io::Error::other(format!("{}: refusing the log: it {r}", path.display()))
 }
 
-/// The log is in a directory the service's user may be able to write: opened the careful
-/// way, as the service's log always is.
-fn open(path: &Path) -> io::Result<File> {
-    match crate::untrusted::open_append(path, 0o640)? {
+/// The log is opened the careful way (no symlink, FIFO or extra hard link), as the
+/// service's log always is.
+fn open(dir: &OwnedFd, name: &OsStr, path: &Path) -> io::Result<File> {
+    match crate::untrusted::open_append_in(dir, name, 0o640)? {
         Ok((f, _)) => Ok(f),
-        Err(refused) => Err(io::Error::other(format!(
-            "{}: refusing the log: it {refused}",
-            path.display()
-        ))),
+        Err(r) => Err(refused(path, r)),
     }
 }
 

@@ -231,6 +231,8 @@ pub fn stop_monitor(rec: &Record, timeout: Duration) -> Result<bool> {
         return Ok(false);
     };
     h.signal(Signal::SIGTERM)?;
+    // A stopped (SIGSTOP) monitor would sit on the TERM until the deadline.
+    h.signal(Signal::SIGCONT)?;
     let deadline = process::deadline(timeout.saturating_add(Duration::from_secs(1)));
     if !process::wait_all_gone(&[&h], deadline) {
         h.signal(Signal::SIGKILL)?;

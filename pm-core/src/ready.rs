@@ -138,6 +138,24 @@ pub struct LogFollower {
     partial: String,
 }
 
+/// A line without the logger's `--log-timestamps` prefix (`2026-11-26T14:50:35.860Z `),
+/// so `log:^READY` means the same with and without it.
+fn unstamped(line: &str) -> &str {
+    let b = line.as_bytes();
+    let stamped = b.len() >= 25
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[23] == b'Z'
+        && b[24] == b' '
+        && b[..4].iter().all(u8::is_ascii_digit);
+    if stamped {
+        &line[25..]
+    } else {
+        line
+    }
+}
+
 impl LogFollower {
     pub fn new(path: &Path) -> LogFollower {
         let offset = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -173,7 +191,7 @@ impl LogFollower {
         let mut found = false;
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
-            found |= re.is_match(line.trim_end_matches('\n'));
+            found |= re.is_match(unstamped(line.trim_end_matches('\n')));
         }
         // A line is matched once it is complete; an endless one is matched on its last
         // 64 KiB only, so a service writing without newlines cannot grow pm-start.

@@ -310,6 +310,12 @@ pub fn spawn(
     })
 }
 
+/// For a `pre_exec` hook: every fd above 2 closes at exec (async-signal-safe), so a
+/// helper pm starts (the log writer) inherits nothing of its caller's.
+pub fn close_inherited_at_exec() -> io::Result<()> {
+    crate::sys::cloexec_from(3)
+}
+
 fn errno_os(e: nix::errno::Errno) -> Error {
     Error::Os(format!("pipe: {e}"))
 }

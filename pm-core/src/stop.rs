@@ -1014,7 +1014,7 @@ impl Report {
 /// file, kernel), runs the stop algorithm, removes the PID file if it still names the
 /// stopped process, and records the outcome. `by` names the tool, for `last_stop`.
 pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result<Report> {
-    let between = stop_monitor(sd, name)?;
+    let between = stop_monitor(sd, name, opts)?;
     let _lock = sd.lock(name)?;
     let ins = inspect(sd, name, opts.pidfile_template.as_deref());
     let report = stop_inspected(sd, name, ins, opts, by)?;
@@ -1027,11 +1027,11 @@ pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result
 /// A supervised service's monitor goes first, so nothing restarts what is being stopped.
 /// Not under the name's lock: a monitor in the middle of a restart takes it to finish.
 /// Returns, for a service its monitor was about to restart, what the stop should say.
-fn stop_monitor(sd: &StateDir, name: &Name) -> Result<Option<String>> {
+fn stop_monitor(sd: &StateDir, name: &Name, opts: &Options) -> Result<Option<String>> {
     let Ok(Some(r)) = sd.read_record(name) else {
         return Ok(None);
     };
-    let stopped = crate::monitor::stop_monitor(&r, r.stop_timeout)?;
+    let stopped = crate::monitor::stop_monitor(&r, opts.timeout.unwrap_or(r.stop_timeout))?;
     let last = r
         .last_exit
         .as_ref()
@@ -1049,7 +1049,7 @@ pub fn forget_name(
     opts: &Options,
     by: &str,
 ) -> Result<(Report, Option<std::path::PathBuf>)> {
-    stop_monitor(sd, name)?;
+    stop_monitor(sd, name, opts)?;
     let lock = sd.lock(name)?;
     let ins = inspect(sd, name, opts.pidfile_template.as_deref());
     let record = ins.record.clone();

@@ -156,12 +156,22 @@ pub fn open_append(path: &Path, mode: u32) -> io::Result<Result<(File, bool), Re
         Ok(d) => d,
         Err(r) => return Ok(Err(r)),
     };
+    open_append_in(&dir, &name, mode)
+}
+
+/// [`open_append`] for entry `name` of a directory already opened by [`parent_dir`] (the
+/// logger keeps its directory, so a later swap of a path component changes nothing).
+pub fn open_append_in(
+    dir: &OwnedFd,
+    name: &OsStr,
+    mode: u32,
+) -> io::Result<Result<(File, bool), Refused>> {
     let append = OFlag::O_WRONLY | OFlag::O_APPEND;
     // O_CREAT|O_EXCL fails on any existing entry, a dangling symlink included, so
     // "created" is certain; otherwise open what is there and check it.
-    let (r, created) = match open_in(&dir, &name, append | OFlag::O_CREAT | OFlag::O_EXCL, mode) {
+    let (r, created) = match open_in(dir, name, append | OFlag::O_CREAT | OFlag::O_EXCL, mode) {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            (open_in(&dir, &name, append, 0), false)
+            (open_in(dir, name, append, 0), false)
         }
         r => (r, true),
     };

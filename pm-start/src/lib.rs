@@ -488,10 +488,14 @@ fn run_logger() -> ExitCode {
 fn spawn_logger(
     spec: &Spec,
     rotation: &Rotation,
+    creds: Option<&Credentials>,
     run_id: &str,
     cg: Option<&cgroup::Cgroup>,
 ) -> Result<std::fs::File> {
     use std::os::unix::process::CommandExt;
+    // The log is checked (and created, and given to --user) here, the way a log the
+    // service writes itself is: a refused log fails the start instead of a silent logger.
+    drop(pm_core::spawn::open_log(&spec.log, creds)?);
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.arg0(TOOL)
@@ -504,12 +508,11 @@ fn spawn_logger(
         .env("PM_NAME", spec.name.as_str())
         .env(RUN_ID_VAR, run_id)
         .current_dir("/");
-    // SAFETY: setsid is async-signal-safe.
+    // SAFETY: setsid and close_range/fcntl are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            pm_core::spawn::close_inherited_at_exec()
         });
     }
     let child = cmd.spawn().context("starting the log writer")?;
@@ -579,7 +582,10 @@ pub(crate) fn start(
             }
         }
         match seen.state {
-            _ if mon.is_some_and(|m| m.restarting) => break (prior, spec, creds, seen),
+            // A restart never starts a second copy of a service that runs.
+            s if s != State::Running && mon.is_some_and(|m| m.restarting) => {
+                break (prior, spec, creds, seen)
+            }
             State::Backoff => {
                 say(
                     TOOL,
@@ -718,6 +724,9 @@ pub(crate) fn start(
     if let (Some(m), Some(restart)) = (mon, &spec.restart) {
         rec.restart = Some(restart.clone());
         rec.monitor = Some(m.me);
+        // The monitor is known by identity, start time and boot: also in a record whose
+        // restart failed before anything was spawned.
+        rec.boot_id = Some(process::boot_id()?);
         let before = prior.as_ref();
         rec.restarts = before
             .filter(|_| m.restarting)
@@ -760,7 +769,13 @@ pub(crate) fn start(
     // start can still find (and stop) them by parent PID.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let logger_out = match &spec.log_rotation {
-        Some(r) => Some(spawn_logger(&spec, r, &run_id, cg.as_ref())?),
+        Some(r) => Some(spawn_logger(
+            &spec,
+            r,
+            creds.as_ref(),
+            &run_id,
+            cg.as_ref(),
+        )?),
         None => None,
     };
 
@@ -1054,11 +1069,16 @@ fn finish(
         say(TOOL, name, format!("failed to start: {reason}"));
         sd.write_record(&rec)?;
     }
+    // A monitor's restart: its stderr is that log already.
+    let restarted = rec.restarts > 0 && rec.monitor.is_some();
     let tail = log_tail(&spec.log, log_from, TAIL_LINES);
-    if !tail.is_empty() {
-        eprintln!("{TOOL}: {name}: last lines of {}:", spec.log.display());
+    if !tail.is_empty() && !restarted {
+        // Not eprintln!: a full disk must not panic a monitor.
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{TOOL}: {name}: last lines of {}:", spec.log.display());
         for l in tail {
-            eprintln!("  | {l}");
+            let _ = writeln!(err, "  | {l}");
         }
     }
     Ok(interrupted.map_or(ExitCode::from(code), signal::die_by))

@@ -198,6 +198,16 @@ struct Supervisor {
     streak: u32,
 }
 
+/// What the monitor does after an end.
+enum Next {
+    /// Nothing more: the policy leaves it down, it gave up, or the record moved on.
+    Done,
+    /// Start it again after this delay.
+    Restart(Duration),
+    /// It runs on in another process (this record names it): wait for that one.
+    Watch(Box<Record>),
+}
+
 /// What ended a wait for the service.
 enum Woken {
     Ended(Exit),
@@ -295,8 +305,13 @@ impl Supervisor {
                     Woken::Stop => return Ok(()),
                 },
             };
-            let Some(delay) = self.after_end(&rec, exit)? else {
-                return Ok(());
+            let delay = match self.after_end(&rec, exit)? {
+                Next::Done => return Ok(()),
+                Next::Watch(r) => {
+                    rec = *r;
+                    continue;
+                }
+                Next::Restart(delay) => delay,
             };
             if wait_for_stop(&sigs, delay)? {
                 return Ok(());
@@ -356,17 +371,36 @@ impl Supervisor {
 
     /// Records an end and decides: the delay before the restart, or `None` to stop
     /// supervising (the policy leaves it down, it flapped, or the record moved on).
-    fn after_end(&mut self, ran: &Record, exit: Exit) -> Result<Option<Duration>> {
+    fn after_end(&mut self, ran: &Record, exit: Exit) -> Result<Next> {
         let _lock = self.sd.lock(&self.name)?;
         let Some(mut r) = self.sd.read_record(&self.name)? else {
-            return Ok(None);
+            return Ok(Next::Done);
         };
         if !self.owns(&r) || r.phase == Phase::Stopped {
-            return Ok(None);
+            return Ok(Next::Done);
         }
         let name = self.name.as_str().to_string();
         let restart = r.restart.clone().unwrap_or_default();
         r.last_exit = Some(exit.clone());
+        self.sd.write_record_unsynced(&r)?;
+        let seen = inspect(&self.sd, &self.name, None);
+        // The main process handed over to a successor its PID file names (a binary
+        // upgrade, haproxy -sf): the service runs on. Starting another would run it twice.
+        if let (State::Running, Some((st, _))) = (seen.state, &seen.live) {
+            r.pid = Some(st.pid);
+            r.start_time = Some(st.start_time);
+            self.sd.write_record(&r)?;
+            say(
+                TOOL,
+                &name,
+                format!(
+                    "{}; pid {} (named by its PID file) carries on: supervising it",
+                    exit.describe(),
+                    st.pid
+                ),
+            );
+            return Ok(Next::Watch(Box::new(r)));
+        }
         if !restart.policy.restarts_after(&exit) {
             r.monitor = None;
             self.sd.write_record(&r)?;
@@ -379,7 +413,7 @@ impl Supervisor {
                     restart.policy.as_str()
                 ),
             );
-            return Ok(None);
+            return Ok(Next::Done);
         }
         let now = Instant::now();
         while self
@@ -390,8 +424,6 @@ impl Supervisor {
             self.recent.pop_front();
         }
         // What is left of the ended run goes before anything else happens.
-        self.sd.write_record_unsynced(&r)?;
-        let seen = inspect(&self.sd, &self.name, None);
         if matches!(seen.state, State::Dead | State::Running) && seen.live.is_none() {
             let opts = stop::Options {
                 leftovers_only: true,
@@ -430,7 +462,7 @@ impl Supervisor {
             });
             self.sd.write_record(&r)?;
             say(TOOL, &name, reason);
-            return Ok(None);
+            return Ok(Next::Done);
         }
         self.recent.push_back(now);
         // A run that lasted the whole window was not a quick failure: the delay starts over.
@@ -459,7 +491,7 @@ impl Supervisor {
                 duration::elapsed(delay)
             ),
         );
-        Ok(Some(delay))
+        Ok(Next::Restart(delay))
     }
 }
 
