@@ -243,3 +243,54 @@ fn a_symlink_planted_as_a_rotated_file_is_replaced_not_followed() {
     }
     assert_success(&sb.stop(&["s"]), "pm-stop s");
 }
+
+#[test]
+fn a_log_directory_swapped_for_a_symlink_is_not_followed_by_the_root_logger() {
+    let sb = Sandbox::new();
+    let logs = sb.path("logs");
+    let victim = sb.path("victim");
+    fs::create_dir_all(&logs).unwrap();
+    fs::create_dir_all(&victim).unwrap();
+    fs::write(victim.join("app.log"), "precious\n").unwrap();
+    let swapped = sb.path("swapped");
+    let script = format!(
+        "echo first; while [ ! -e {swapped} ]; do sleep 0.02; done; \
+         i=0; while [ $i -lt 40 ]; do echo \"line $i xxxxxxxxxxxxxxxxxxxx\"; i=$((i+1)); done; \
+         echo end; exec sleep 1000",
+        swapped = s(&swapped)
+    );
+    let log = logs.join("app.log");
+    let out = sb.start(
+        "d",
+        &[
+            "--log",
+            s(&log),
+            "--log-max-size",
+            "200",
+            "--log-keep",
+            "0",
+            "--ready",
+            "log:^first$",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_success(&out, "pm-start d");
+    // What the service's user could do in a directory it can write: swap it for a link.
+    fs::rename(&logs, sb.path("logs.real")).unwrap();
+    std::os::unix::fs::symlink(&victim, &logs).unwrap();
+    fs::write(&swapped, "").unwrap();
+    let real = sb.path("logs.real/app.log");
+    wait_until("the last line is logged", || {
+        fs::read_to_string(&real).is_ok_and(|t| t.ends_with("end\n"))
+    });
+    assert_eq!(
+        fs::read_to_string(victim.join("app.log")).unwrap(),
+        "precious\n",
+        "the logger rotated through the symlink"
+    );
+    assert_eq!(fs::read_dir(&victim).unwrap().count(), 1);
+    assert_success(&sb.stop(&["d"]), "pm-stop d");
+}

@@ -1008,3 +1008,50 @@ fn pm_stopall_stops_supervised_services_running_or_in_backoff() {
         assert_nothing_left(&sb, name, "500 ms after pm-stopall");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 12. A main process that hands over to a successor its PID file names (a binary upgrade,
+//     haproxy -sf) is followed: never a second copy, and pm-stop leaves nothing.
+
+#[test]
+fn a_handover_to_a_successor_named_by_the_pid_file_is_followed_not_restarted() {
+    let sb = Sandbox::new();
+    let pf = sb.path("svc.pid");
+    let flag = sb.path("handover");
+    let body = format!(
+        "#!/bin/sh\necho $$ > {pf}\nwhile :; do\n  if [ -e {flag} ]; then rm -f {flag}; \"$0\" & sleep 0.3; exit 0; fi\n  sleep 0.05\ndone\n",
+        pf = s(&pf),
+        flag = s(&flag)
+    );
+    let prog = script(&sb, "handover.sh", &body);
+    let out = sb.start(
+        "ho",
+        &["--restart", "always", "--pidfile", s(&pf), "--", s(&prog)],
+    );
+    assert_success(&out, "pm-start ho");
+    let first = sb.pid("ho").unwrap();
+    fs::write(&flag, "").unwrap();
+    // The first process ends 0.3 s after its successor wrote the PID file.
+    within("the handover is recorded", Duration::from_secs(10), || {
+        sb.pid("ho").is_some_and(|p| p != first) && !is_alive(first)
+    });
+    let successor = sb.pid("ho").unwrap();
+    assert_eq!(
+        fs::read_to_string(&pf).unwrap().trim(),
+        successor.to_string()
+    );
+    // Give a wrong restart time to happen: there must still be exactly one copy.
+    std::thread::sleep(Duration::from_millis(500));
+    let copies: Vec<i32> = sb
+        .processes()
+        .into_iter()
+        .filter(|&p| cmdline(p).iter().any(|a| a.contains("handover.sh")))
+        .collect();
+    assert_eq!(copies, vec![successor], "more than one copy runs");
+    let j = json(&sb, "ho");
+    assert_eq!(j["state"], "running", "{j}");
+    assert_eq!(j["supervised"], true, "{j}");
+    assert_eq!(j["last_exit"]["code"], 0, "{j}");
+    stop_ok(&sb.stop(&["ho"]));
+    assert_nothing_left(&sb, "ho", "after pm-stop");
+}
