@@ -438,9 +438,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The hidden modes of the pm-start binary, entered before any parsing: a monitor that
-/// re-executed itself to shed what the start code touched (see [`monitor`]; harmless if
-/// run by hand: a monitor only acts on a record that names its own PID and start time),
-/// and the log writer. `None` for any other command line.
+/// re-executed itself to shed what the start code touched (see the `monitor` module;
+/// harmless if run by hand: a monitor only acts on a record that names its own PID and
+/// start time), and the log writer. `None` for any other command line.
 pub fn internal_entry() -> Option<ExitCode> {
     match std::env::args_os().nth(1)?.to_str()? {
         "--pm-monitor" => monitor::resume(),
