@@ -403,13 +403,18 @@ fn restart_settings(cli: &Cli, rec: Option<&Record>) -> Result<Option<Restart>> 
 
 /// Blocks the signals that should abort a waiting start and returns an fd that reports
 /// them, so the wait loop sees Ctrl-C as an event like any other.
-fn interrupt_fd() -> Result<SignalFd> {
+pub(crate) fn interrupt_fd() -> Result<SignalFd> {
+    signal_fd(&[Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP])
+}
+
+/// Blocks `signals` and returns a non-blocking signalfd that reports them.
+pub(crate) fn signal_fd(signals: &[Signal]) -> Result<SignalFd> {
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        mask.add(s);
+    for s in signals {
+        mask.add(*s);
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-        .context("blocking SIGINT/SIGTERM")?;
+        .context("blocking signals")?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("signalfd")
 }
 

@@ -24,7 +24,7 @@ use clap::Parser;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use pm_core::monitor::Exit;
@@ -96,12 +96,7 @@ fn close_inherited(keep: i32) {
 /// half-started service, as pm-start would), then exits as the monitor reports — with
 /// the byte it wrote, or as the monitor itself ended if it never wrote one.
 fn await_report(child: Pid, report: OwnedFd) -> Result<ExitCode> {
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
-    let sigs = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+    let sigs = crate::interrupt_fd()?;
     loop {
         let mut fds = [
             PollFd::new(report.as_fd(), PollFlags::POLLIN),
@@ -496,20 +491,12 @@ impl Supervisor {
 }
 
 fn signals() -> Result<SignalFd> {
-    let mut mask = SigSet::empty();
-    for s in [
+    crate::signal_fd(&[
         Signal::SIGINT,
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGCHLD,
-    ] {
-        mask.add(s);
-    }
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
-    Ok(SignalFd::with_flags(
-        &mask,
-        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
-    )?)
+    ])
 }
 
 fn block(sig: Signal) -> Result<()> {

@@ -197,6 +197,8 @@ pub fn to_json(i: &Inspection) -> Value {
         (_, t) => t,
     }
     .map(rfc3339_seconds);
+    // One look at the monitor (a pidfd and /proc) for both fields.
+    let supervised = r.is_some_and(pm_core::monitor::is_supervised);
     json!({
         "name": i.name.as_str(),
         "state": i.state.as_str(),
@@ -230,8 +232,8 @@ pub fn to_json(i: &Inspection) -> Value {
         })),
         "limits": r.filter(|r| !r.limits.is_empty()).map(|r| serde_json::to_value(&r.limits).unwrap_or(Value::Null)),
         "restart": r.and_then(|r| r.restart.as_ref()).map(|x| x.policy.as_str()),
-        "supervised": r.is_some_and(pm_core::monitor::is_supervised),
-        "monitor_pid": r.filter(|r| pm_core::monitor::is_supervised(r)).and_then(|r| r.monitor.map(|m| m.pid)),
+        "supervised": supervised,
+        "monitor_pid": r.filter(|_| supervised).and_then(|r| r.monitor.map(|m| m.pid)),
         "restarts": r.map(|r| r.restarts),
         "last_exit": r.and_then(|r| r.last_exit.as_ref()).map(|e| json!({
             "code": e.code,
