@@ -205,6 +205,37 @@ pub fn run(mut input: impl Read, writer: &mut Writer) -> io::Result<()> {
     Ok(())
 }
 
+/// The logger process: `pm-start --pm-logger LOG MAX KEEP TS`, stdin the service's
+/// output. The stop signals are the service's business, not the logger's: it ends when
+/// the last writer has gone, so nothing written before a stop is lost.
+pub fn process_main() -> std::process::ExitCode {
+    use nix::sys::signal::Signal;
+    crate::sys::ignore_signals(&[
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ]);
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [log, max, keep, ts] = args.as_slice() else {
+        return crate::Code::Usage.into();
+    };
+    let Some(rotation) = Rotation::from_args(max, keep, ts) else {
+        return crate::Code::Usage.into();
+    };
+    let written = Writer::open(Path::new(log), rotation)
+        .and_then(|mut w| run(std::io::stdin().lock(), &mut w));
+    match written {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => {
+            // Nobody to tell (stderr is the log we could not write): drain, so the service
+            // is not killed by SIGPIPE for our failure.
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            crate::Code::Failure.into()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -310,10 +310,45 @@ pub fn spawn(
     })
 }
 
-/// For a `pre_exec` hook: every fd above 2 closes at exec (async-signal-safe), so a
-/// helper pm starts (the log writer) inherits nothing of its caller's.
-pub fn close_inherited_at_exec() -> io::Result<()> {
-    crate::sys::cloexec_from(3)
+/// Starts the logger of `--log-max-size`/`--log-timestamps` (in the start's cgroup,
+/// carrying its marker) and returns the pipe the service writes to.
+pub fn logger(
+    name: &str,
+    log: &Path,
+    rotation: &crate::logger::Rotation,
+    creds: Option<&Credentials>,
+    run_id: &str,
+    cg: Option<&crate::cgroup::Cgroup>,
+) -> Result<File> {
+    // The log is checked (and created, and given to --user) here, the way a log the
+    // service writes itself is: a refused log fails the start instead of a silent logger.
+    drop(open_log(log, creds)?);
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(errno_os)?;
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("pm-start")
+        .arg("--pm-logger")
+        .arg(log)
+        .args(rotation.to_args())
+        .stdin(File::from(r))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env("PM_NAME", name)
+        .env(crate::record::RUN_ID_VAR, run_id)
+        .current_dir("/");
+    // SAFETY: setsid and close_range/fcntl are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            crate::sys::cloexec_from(3)
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Os(format!("starting the log writer: {e}")))?;
+    if let Some(cg) = cg {
+        cg.join(child.id() as i32)?;
+    }
+    Ok(File::from(w))
 }
 
 fn errno_os(e: nix::errno::Errno) -> Error {

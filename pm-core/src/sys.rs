@@ -96,3 +96,12 @@ pub fn realtime() -> Duration {
 pub fn terminal_width(fd: BorrowedFd<'_>) -> Option<usize> {
     terminal_size::terminal_size_of(fd).map(|(w, _)| usize::from(w.0))
 }
+
+/// Sets each of `signals` to SIG_IGN (errors ignored: these are all catchable signals).
+pub fn ignore_signals(signals: &[Signal]) {
+    use nix::sys::signal::{signal, SigHandler};
+    for s in signals {
+        // SAFETY: SIG_IGN installs no handler, so no code of ours runs in signal context.
+        let _ = unsafe { signal(*s, SigHandler::SigIgn) };
+    }
+}

@@ -449,82 +449,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 pub fn internal_entry() -> Option<ExitCode> {
     match std::env::args_os().nth(1)?.to_str()? {
         "--pm-monitor" => monitor::resume(),
-        "--pm-logger" => Some(run_logger()),
+        "--pm-logger" => Some(pm_core::logger::process_main()),
         _ => None,
     }
-}
-
-/// `pm-start --pm-logger LOG MAX KEEP TS`, stdin the service's output (see
-/// [`pm_core::logger`]). The stop signals are the service's business, not the logger's:
-/// it ends when the last writer has gone, so nothing written before a stop is lost.
-fn run_logger() -> ExitCode {
-    use nix::sys::signal::{signal, SigHandler};
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        // SAFETY: SIG_IGN runs no code.
-        let _ = unsafe { signal(s, SigHandler::SigIgn) };
-    }
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    let [log, max, keep, ts] = args.as_slice() else {
-        return Code::Usage.into();
-    };
-    let Some(rotation) = Rotation::from_args(max, keep, ts) else {
-        return Code::Usage.into();
-    };
-    let written = pm_core::logger::Writer::open(Path::new(log), rotation)
-        .and_then(|mut w| pm_core::logger::run(std::io::stdin().lock(), &mut w));
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(_) => {
-            // Nobody to tell (stderr is the log we could not write): drain, so the service
-            // is not killed by SIGPIPE for our failure.
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-            Code::Failure.into()
-        }
-    }
-}
-
-/// Starts the logger of `--log-max-size`/`--log-timestamps` (in the start's cgroup,
-/// carrying its marker) and returns the pipe the service writes to.
-fn spawn_logger(
-    spec: &Spec,
-    rotation: &Rotation,
-    creds: Option<&Credentials>,
-    run_id: &str,
-    cg: Option<&cgroup::Cgroup>,
-) -> Result<std::fs::File> {
-    use std::os::unix::process::CommandExt;
-    // The log is checked (and created, and given to --user) here, the way a log the
-    // service writes itself is: a refused log fails the start instead of a silent logger.
-    drop(pm_core::spawn::open_log(&spec.log, creds)?);
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
-    let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg0(TOOL)
-        .arg("--pm-logger")
-        .arg(&spec.log)
-        .args(rotation.to_args())
-        .stdin(std::fs::File::from(r))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .env("PM_NAME", spec.name.as_str())
-        .env(RUN_ID_VAR, run_id)
-        .current_dir("/");
-    // SAFETY: setsid and close_range/fcntl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            pm_core::spawn::close_inherited_at_exec()
-        });
-    }
-    let child = cmd.spawn().context("starting the log writer")?;
-    if let Some(cg) = cg {
-        cg.join(child.id() as i32)?;
-    }
-    Ok(std::fs::File::from(w))
 }
 
 /// Will this start be supervised? `--restart on-failure|always`, or a restart from a
@@ -774,8 +701,9 @@ pub(crate) fn start(
     // start can still find (and stop) them by parent PID.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let logger_out = match &spec.log_rotation {
-        Some(r) => Some(spawn_logger(
-            &spec,
+        Some(r) => Some(spawn::logger(
+            spec.name.as_str(),
+            &spec.log,
             r,
             creds.as_ref(),
             &run_id,
