@@ -199,8 +199,14 @@ pub fn parse_pids(s: &str) -> Result<u64> {
 
 /// The cgroup2 mount point, from `/proc/self/mountinfo` (never assumed: a hybrid host
 /// has it at /sys/fs/cgroup/unified, a modern one at /sys/fs/cgroup). Only a read-write
-/// mount of the hierarchy's root counts.
+/// mount of the hierarchy's root counts. Read once per process: pm-status asks for every
+/// record, and the mount table is the largest file it would read.
 pub fn mount() -> Option<PathBuf> {
+    static MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    MOUNT.get_or_init(find_mount).clone()
+}
+
+fn find_mount() -> Option<PathBuf> {
     let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
     text.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
@@ -240,7 +246,7 @@ fn unescape(s: &str) -> String {
 /// The cgroup2 path of process `pid` (`/proc/PID/cgroup`, the `0::` line), relative to
 /// the hierarchy's root.
 fn cgroup_of(pid: &str) -> Option<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let text = process::read_pseudo(format!("/proc/{pid}/cgroup")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(str::to_string)
@@ -477,11 +483,28 @@ impl Cgroup {
 
     /// Every process in the cgroup and in cgroups the service made below it.
     pub fn pids(&self) -> Vec<i32> {
+        self.snapshot().unwrap_or_default()
+    }
+
+    /// [`Cgroup::pids`], or `None` if the cgroup is gone. A directory is listed only if it
+    /// has sub-cgroups: kernfs counts them in its link count (2 + subdirectories), so a
+    /// plain service's cgroup costs one statx and one read of `cgroup.procs`.
+    pub fn snapshot(&self) -> Option<Vec<i32>> {
         let mut out = Vec::new();
         let mut dirs = vec![self.path.clone()];
+        let mut top = true;
         while let Some(d) = dirs.pop() {
-            if let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) {
+            let links = match fs::metadata(&d) {
+                Ok(m) => m.nlink(),
+                Err(_) if top => return None,
+                Err(_) => continue,
+            };
+            top = false;
+            if let Ok(text) = process::read_pseudo(d.join("cgroup.procs")) {
                 out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            if links == 2 {
+                continue;
             }
             if let Ok(rd) = fs::read_dir(&d) {
                 dirs.extend(
@@ -494,7 +517,7 @@ impl Cgroup {
                 break;
             }
         }
-        out
+        Some(out)
     }
 
     /// The live processes of the cgroup (zombies are gone: they hold nothing).
@@ -518,7 +541,7 @@ impl Cgroup {
     /// `populated` from `cgroup.events`: does any live process remain? A cgroup that is
     /// gone is empty.
     pub fn populated(&self) -> bool {
-        match fs::read_to_string(self.path.join("cgroup.events")) {
+        match process::read_pseudo(self.path.join("cgroup.events")) {
             Ok(t) => events_populated(&t),
             Err(_) => !self.members().is_empty(),
         }
@@ -595,15 +618,28 @@ impl Cgroup {
 
     /// Whole-service figures: processes, memory, CPU.
     pub fn usage(&self) -> Usage {
-        let members = self.members();
-        let current = fs::read_to_string(self.path.join("memory.current"))
+        self.usage_of(&self.pids(), None)
+    }
+
+    /// [`Cgroup::usage`] from a [`Cgroup::snapshot`] already taken, with the `/proc` stat of
+    /// a member already read (the leader, say) not read again.
+    pub fn usage_of(&self, pids: &[i32], known: Option<&Stat>) -> Usage {
+        let members: Vec<Stat> = pids
+            .iter()
+            .filter_map(|&p| match known {
+                Some(k) if k.pid == p => Some(k.clone()),
+                _ => Stat::read(p).ok().flatten(),
+            })
+            .filter(|s| !s.is_zombie())
+            .collect();
+        let current = process::read_pseudo(self.path.join("memory.current"))
             .ok()
             .and_then(|t| t.trim().parse::<u64>().ok());
         let (memory_bytes, memory_from) = match current {
             Some(m) => (m, "memory.current"),
             None => (members.iter().map(Stat::rss_bytes).sum(), "rss"),
         };
-        let cpu_secs = fs::read_to_string(self.path.join("cpu.stat"))
+        let cpu_secs = process::read_pseudo(self.path.join("cpu.stat"))
             .ok()
             .and_then(|t| {
                 t.lines()

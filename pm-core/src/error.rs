@@ -77,6 +77,11 @@ pub enum Error {
     #[error("{0}")]
     Os(String),
 
+    /// A start refused or given up for the reason stated (another user, a record that
+    /// cannot be read, leftovers that cannot be stopped, a concurrent start that hung).
+    #[error("{0}")]
+    Start(String),
+
     /// A cgroup could not be made or set up as asked (a missing controller, a limit the
     /// kernel refused, `PM_CGROUP=on` without a hierarchy).
     #[error("cgroup: {0}")]

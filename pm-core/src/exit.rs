@@ -27,6 +27,21 @@ impl Code {
         self as i32
     }
 
+    /// The documented code with this value, if there is one.
+    pub fn from_i32(n: i32) -> Option<Code> {
+        [
+            Code::Ok,
+            Code::Failure,
+            Code::Usage,
+            Code::NotRunning,
+            Code::Unknown,
+            Code::Starting,
+            Code::Backoff,
+        ]
+        .into_iter()
+        .find(|c| c.as_i32() == n)
+    }
+
     /// Combines per-name outcomes of pm-stop / pm-stopall / pm-start: a failure
     /// outranks an unknown name, which outranks success. Order of names does not matter.
     pub fn worst(codes: impl IntoIterator<Item = Code>) -> Code {

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod logger;
 pub mod monitor;
 pub mod name;
+pub mod parallel;
 pub mod pidfile;
 pub mod process;
 pub mod ready;

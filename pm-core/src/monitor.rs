@@ -15,7 +15,7 @@ use nix::sys::wait::WaitStatus;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::process::{self, Expect, Handle};
+use crate::process::{self, Handle};
 use crate::record::{Proc, Record};
 
 /// When the monitor restarts the service.
@@ -202,11 +202,7 @@ pub fn live_monitor(rec: &Record) -> Option<Handle> {
     if !rec.this_boot() {
         return None;
     }
-    let boot = rec.boot_id.clone()?;
-    let expect = Expect::StartTime {
-        start_time: m.start_time,
-        boot_id: boot,
-    };
+    let expect = m.expect(rec.boot_id.as_deref()?);
     let h = Handle::open(m.pid, &expect).ok()?.ok()?;
     (!h.is_gone()).then_some(h)
 }

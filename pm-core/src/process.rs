@@ -37,6 +37,29 @@ pub struct Stat {
     pub rss_pages: i64,
 }
 
+/// Reads a /proc or cgroupfs file whole. These report size 0, so `fs::read_to_string`
+/// stats and seeks the file and then reads in growing 32-byte steps; a 4 KiB buffer takes
+/// most such files in one read(2) and the read that says EOF.
+pub fn read_pseudo(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 impl Stat {
     /// Parses the text of `/proc/PID/stat`. `comm` may hold spaces and parentheses, so
     /// it runs from the first `(` to the *last* `)`.
@@ -187,6 +210,38 @@ pub enum Expect {
         mtime: SystemTime,
         owner: Option<u32>,
     },
+}
+
+impl Expect {
+    /// A process known by its start time on boot `boot_id`: how every recorded or
+    /// observed identity is built.
+    pub fn started(start_time: u64, boot_id: &str) -> Expect {
+        Expect::StartTime {
+            start_time,
+            boot_id: boot_id.to_string(),
+        }
+    }
+}
+
+impl crate::record::Proc {
+    /// This process's identity on boot `boot_id`.
+    pub fn expect(&self, boot_id: &str) -> Expect {
+        Expect::started(self.start_time, boot_id)
+    }
+}
+
+impl crate::record::Starter {
+    /// This starter's identity on boot `boot_id`.
+    pub fn expect(&self, boot_id: &str) -> Expect {
+        Expect::started(self.start_time, boot_id)
+    }
+}
+
+impl crate::record::Record {
+    /// The recorded main process's identity, if the record has one.
+    pub fn identity(&self) -> Option<Expect> {
+        Some(Expect::started(self.start_time?, self.boot_id.as_deref()?))
+    }
 }
 
 /// Real, effective, saved and filesystem uid of `pid` (empty if unreadable).

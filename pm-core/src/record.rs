@@ -94,6 +94,17 @@ pub struct Failure {
     pub signal: Option<String>,
 }
 
+impl Failure {
+    /// A failure now, for this reason.
+    pub fn now(reason: impl Into<String>) -> Failure {
+        Failure {
+            at: now_rfc3339(),
+            reason: reason.into(),
+            ..Failure::default()
+        }
+    }
+}
+
 /// `STATE/NAME.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -171,6 +182,10 @@ pub struct Record {
     /// In phase `backoff`: when the monitor starts the service again (RFC 3339 UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<String>,
+    /// Why the monitor stopped supervising on an error of its own (a full state
+    /// directory, say), when it could still say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor_end: Option<Failure>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -217,11 +232,69 @@ impl Default for Record {
             restarts: 0,
             restart_at: None,
             log_rotation: None,
+            monitor_end: None,
         }
     }
 }
 
+/// Phase changes: the one place a record's phase is written, each with the fields that
+/// go with it, so no caller can leave a `running` record with a starter, or a `failed` one
+/// without its reason.
 impl Record {
+    /// Spawned and recorded before it runs its command: `starting`, this start's process
+    /// (PID = PGID = SID), on this boot; nothing of an earlier stop in progress.
+    pub fn set_starting(&mut self, pid: i32, start_time: u64, boot_id: String) {
+        self.phase = Phase::Starting;
+        self.pid = Some(pid);
+        self.pgid = Some(pid);
+        self.sid = Some(pid);
+        self.start_time = Some(start_time);
+        self.boot_id = Some(boot_id);
+        self.stopping.clear();
+    }
+
+    /// Up: `running`, with the main process (which may be a daemon the launcher forked)
+    /// and its live group and session, if they could be read.
+    pub fn set_running(&mut self, main: Proc, group: Option<(i32, i32)>) {
+        self.phase = Phase::Running;
+        self.starter = None;
+        self.pid = Some(main.pid);
+        self.start_time = Some(main.start_time);
+        if let Some((pgid, sid)) = group {
+            self.pgid = Some(pgid);
+            self.sid = Some(sid);
+        }
+    }
+
+    /// The start failed (or the monitor gave up): `failed`, with the reason; nothing
+    /// starts or supervises it any more.
+    pub fn set_failed(&mut self, failure: Failure) {
+        self.phase = Phase::Failed;
+        self.starter = None;
+        self.restart_at = None;
+        self.failure = Some(failure);
+    }
+
+    /// Supervised and ended: `backoff` until `at`, when monitor `by` starts it again.
+    pub fn set_backoff(&mut self, by: Proc, at: SystemTime) {
+        self.phase = Phase::Backoff;
+        self.monitor = Some(by);
+        self.restart_at = Some(rfc3339(at));
+    }
+
+    /// Stopped by a stop that finished its work: `stopped`, nothing in progress.
+    pub fn set_stopped(&mut self) {
+        self.phase = Phase::Stopped;
+        self.starter = None;
+        self.stopping.clear();
+        self.restart_at = None;
+    }
+
+    /// No process was started after all (the spawn failed before exec).
+    pub fn forget_process(&mut self) {
+        (self.pid, self.pgid, self.sid, self.start_time) = (None, None, None, None);
+    }
+
     /// The environment entry that every process of this start carries. Records written
     /// before run ids existed fall back to the NAME.
     pub fn marker(&self) -> String {

@@ -49,6 +49,52 @@ pub fn die_by(sig: Signal) -> std::process::ExitCode {
     std::process::ExitCode::from(128u8.saturating_add(sig as u8))
 }
 
+/// The signals that interrupt a tool: Ctrl-C, kill's default, a closed terminal.
+pub const INTERRUPTS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+fn mask(signals: &[Signal], how: nix::sys::signal::SigmaskHow) -> Result<()> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in signals {
+        set.add(*s);
+    }
+    nix::sys::signal::sigprocmask(how, Some(&set), None)
+        .map_err(|e| Error::Os(format!("setting the signal mask: {e}")))
+}
+
+/// Blocks `signals` for this thread (and the threads it starts later).
+pub fn block(signals: &[Signal]) -> Result<()> {
+    mask(signals, nix::sys::signal::SigmaskHow::SIG_BLOCK)
+}
+
+/// Unblocks `signals`.
+pub fn unblock(signals: &[Signal]) -> Result<()> {
+    mask(signals, nix::sys::signal::SigmaskHow::SIG_UNBLOCK)
+}
+
+/// Blocks `signals` and returns a non-blocking signalfd that reports them, so a wait loop
+/// sees a signal as an event like any other.
+pub fn signal_fd(signals: &[Signal]) -> Result<nix::sys::signalfd::SignalFd> {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    block(signals)?;
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in signals {
+        set.add(*s);
+    }
+    SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| Error::Os(format!("signalfd: {e}")))
+}
+
+/// [`signal_fd`] of the [`INTERRUPTS`].
+pub fn interrupt_fd() -> Result<nix::sys::signalfd::SignalFd> {
+    signal_fd(&INTERRUPTS)
+}
+
+/// The first signal pending on `fd`, if any (read, so it is consumed).
+pub fn pending(fd: &nix::sys::signalfd::SignalFd) -> Option<Signal> {
+    let info = fd.read_signal().ok()??;
+    Signal::try_from(info.ssi_signo as i32).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,7 +311,8 @@ pub fn spawn(
 }
 
 /// Starts the logger of `--log-max-size`/`--log-timestamps` (in the start's cgroup,
-/// carrying its marker) and returns the pipe the service writes to.
+/// carrying its marker) and returns the pipe the service writes to. `status` is where the
+/// logger says that the log is failing ([`crate::logger::status_path`]).
 pub fn logger(
     name: &str,
     log: &Path,
@@ -319,6 +320,7 @@ pub fn logger(
     creds: Option<&Credentials>,
     run_id: &str,
     cg: Option<&crate::cgroup::Cgroup>,
+    status: &Path,
 ) -> Result<File> {
     // The log is checked (and created, and given to --user) here, the way a log the
     // service writes itself is: a refused log fails the start instead of a silent logger.
@@ -327,8 +329,12 @@ pub fn logger(
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("pm-start")
         .arg("--pm-logger")
-        .arg(log)
-        .args(rotation.to_args())
+        .args(crate::logger::argv(
+            log,
+            rotation,
+            creds.map(|c| (c.uid.as_raw(), c.gid.as_raw())),
+            status,
+        ))
         .stdin(File::from(r))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

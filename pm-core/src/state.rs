@@ -172,6 +172,17 @@ impl StateDir {
         self.path.join(format!("{name}.lock"))
     }
 
+    /// The logger's status file, `.NAME.logstatus` (see [`crate::logger::status_path`]).
+    pub fn log_status_path(&self, name: &Name) -> PathBuf {
+        crate::logger::status_path(&self.path, name.as_str())
+    }
+
+    /// Removes the logger's status file, with the record or before a new run.
+    pub fn remove_log_status(&self, name: &Name) -> Result<()> {
+        let path = self.log_status_path(name);
+        crate::logger::remove_status(&path).map_err(|e| Error::io(&path, e))
+    }
+
     pub fn notify_path(&self, name: &Name) -> PathBuf {
         self.path.join(format!("{name}.notify"))
     }
@@ -264,6 +275,50 @@ impl StateDir {
         write_atomic_with(&self.record_path(&name), &encode(record)?, 0o600, false)
     }
 
+    /// Removes the temp files of record writes that never finished (`.NAME.json.PID.N.tmp`
+    /// of a writer that is gone: killed between create and rename). Call it under the
+    /// name's lock: a writer that is alive is left alone, whatever it is.
+    pub fn remove_stale_temps(&self, name: &Name) {
+        let prefix = format!(".{name}.json.");
+        let Ok(dir) = fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let file = entry.file_name();
+            let Some(rest) = file
+                .to_str()
+                .and_then(|f| f.strip_prefix(&prefix))
+                .and_then(|f| f.strip_suffix(".tmp"))
+            else {
+                continue;
+            };
+            let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            let alive = pid > 0 && Path::new(&format!("/proc/{pid}")).exists();
+            if !alive {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Rewrites `NAME.json` in place, for when [`StateDir::write_record`] cannot make a
+    /// new file (a full file system): not atomic, so only for a last word that is better
+    /// said half than not at all. Never creates the file, never follows a symlink.
+    pub fn overwrite_record_in_place(&self, record: &Record) -> Result<()> {
+        let name = Name::new(&record.name)?;
+        let path = self.record_path(&name);
+        let data = encode(record)?;
+        let mut f = File::options()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.write_all(&data)
+            .and_then(|()| f.set_len(data.len() as u64))
+            .map_err(|e| Error::io(&path, e))
+    }
+
     /// Every record, oldest start first (never-started ones first of all, by name).
     /// A record that cannot be read is listed with its error, not dropped.
     pub fn list(&self) -> Result<Vec<(Name, Result<Record>)>> {
@@ -272,21 +327,28 @@ impl StateDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io(&self.path, e)),
         };
-        let mut out = Vec::new();
+        let mut names = Vec::new();
         for entry in dir {
             let entry = entry.map_err(|e| Error::io(&self.path, e))?;
             let file = entry.file_name();
             let Some(stem) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
                 continue;
             };
-            let Ok(name) = Name::new(stem) else { continue };
-            let rec = self
-                .read_record(&name)
-                .and_then(|r| r.ok_or(Error::NoRecord(stem.into())));
-            if matches!(rec, Err(Error::NoRecord(_))) {
-                continue; // removed while listing
+            if let Ok(name) = Name::new(stem) {
+                names.push(name);
             }
-            out.push((name, rec));
+        }
+        let read = crate::parallel::map(names, |name| {
+            let rec = self.read_record(&name);
+            (name, rec)
+        });
+        let mut out = Vec::with_capacity(read.len());
+        for (name, rec) in read {
+            match rec {
+                Ok(Some(r)) => out.push((name, Ok(r))),
+                Ok(None) => {} // removed while listing
+                Err(e) => out.push((name, Err(e))),
+            }
         }
         out.sort_by(|(an, ar), (bn, br)| {
             let key = |r: &Result<Record>| r.as_ref().ok().and_then(|r| r.started());

@@ -80,6 +80,11 @@ pub struct Inspection {
     pub error: Option<Error>,
     /// The recorded start's cgroup, if it has one (see [`Record::cgroup`]).
     pub cgroup: Option<crate::cgroup::Cgroup>,
+    /// The processes in that cgroup when it was looked at ([`crate::cgroup::Cgroup::snapshot`]).
+    pub cgroup_pids: Vec<i32>,
+    /// Running or starting with a logger that cannot write the log (or rotate it): what
+    /// its status file says (see [`crate::logger::read_status`]).
+    pub log_status: Option<String>,
 }
 
 impl Inspection {
@@ -134,6 +139,8 @@ pub fn inspect_record(
         pidfile_error: None,
         error: None,
         cgroup: None,
+        cgroup_pids: Vec::new(),
+        log_status: None,
     };
     let record = match record {
         Ok(r) => r,
@@ -212,14 +219,20 @@ pub fn inspect_record(
         out.error = Some(e);
         return out;
     }
-    out.cgroup = cgroup.filter(|cg| cg.exists());
+    if let Some(cg) = cgroup {
+        if let Some(pids) = cg.snapshot() {
+            out.cgroup = Some(cg);
+            out.cgroup_pids = pids;
+        }
+    }
     let mut last_verdict = None;
     for (pid, expect) in candidates(&record, pf.as_ref()) {
         let mut verdict = gate.check(pid, &expect);
         // The recorded PID too: one reused within the start's clock tick matches its
-        // start time, but it is not in the cgroup.
+        // start time, but it is not in the cgroup. The snapshot settles most cases; one
+        // not in it is asked again (it may have been made after the snapshot was taken).
         if let (Ok(Verdict::Ours(st)), Some(cg)) = (&verdict, &out.cgroup) {
-            if !cg.contains(pid) {
+            if !out.cgroup_pids.contains(&pid) && !cg.contains(pid) {
                 verdict = Ok(Verdict::Reused(st.clone()));
             }
         }
@@ -239,16 +252,11 @@ pub fn inspect_record(
             }
         }
     }
-    let starter_alive = record.starter.as_ref().is_some_and(|s| {
-        process::check(
-            s.pid,
-            &Expect::StartTime {
-                start_time: s.start_time,
-                boot_id: record.boot_id.clone().unwrap_or_default(),
-            },
-        )
-        .is_ok_and(|v| v.is_ours())
-    });
+    let boot_id = record.boot_id.clone().unwrap_or_default();
+    let starter_alive = record
+        .starter
+        .as_ref()
+        .is_some_and(|s| process::check(s.pid, &s.expect(&boot_id)).is_ok_and(|v| v.is_ours()));
     // With the leader gone, whatever is still in the start's cgroup is a service that is
     // not running as recorded, and what pm-stop will stop.
     // `populated` decides, not the processes pm can see: a service can hide some (more
@@ -322,6 +330,20 @@ pub fn inspect_record(
         }
         (Phase::Stopped, false, None) => State::Stopped,
     };
+    // A monitor that gave up (say, on a full state dir) left its reason: without it a
+    // supervised service would be "dead" with no why.
+    if let (State::Dead | State::Failed, Some(end)) = (out.state, &record.monitor_end) {
+        let why = format!("supervision ended: {}", end.reason);
+        out.note = Some(match out.note.take() {
+            Some(n) => format!("{n}; {why}"),
+            None => why,
+        });
+    }
+    if matches!(out.state, State::Running | State::Starting) && record.log_rotation.is_some() {
+        if let Some(run_id) = &record.run_id {
+            out.log_status = crate::logger::read_status(&sd.log_status_path(name), run_id);
+        }
+    }
     out.record = Some(record);
     out
 }

@@ -1177,6 +1177,10 @@ pub fn stop_inspected(
     // did the work (pm-status shows it as `last_stop`).
     let already_stopped =
         outcome == Outcome::AlreadyGone && record.is_some_and(|r| r.phase == Phase::Stopped);
+    if outcome.is_success() {
+        // The run is over, and with it what its logger had to say.
+        let _ = sd.remove_log_status(name);
+    }
     if let Some(r) = record.filter(|_| !already_stopped) {
         let mut r = r.clone();
         r.last_stop = Some(outcome.last_stop(by));

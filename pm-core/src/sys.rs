@@ -105,3 +105,56 @@ pub fn ignore_signals(signals: &[Signal]) {
         let _ = unsafe { signal(*s, SigHandler::SigIgn) };
     }
 }
+
+/// `fork(2)`, refused unless this process has a single thread: only then may the child
+/// run arbitrary code (no lock of another thread is held forever in it).
+pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
+    let threads = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            after.split_whitespace().nth(17)?.parse::<u32>().ok()
+        });
+    if threads != Some(1) {
+        return Err(nix::errno::Errno::EAGAIN);
+    }
+    // SAFETY: this process has one thread (checked above), so the child inherits no lock
+    // held by another thread and may allocate and run any code.
+    unsafe { nix::unistd::fork() }
+}
+
+/// Drops this process's mappings of program text (pm-start's and the libraries') before it
+/// goes idle: a monitor sleeps for days and touches a few pages when it wakes, which
+/// fault back in from the page cache. Only executable mappings, which are never written:
+/// their pages are the same as the file's, so nothing is lost.
+pub fn shed_text() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if perms != "r-xp" {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        let (Some(addr), Some(len)) = (
+            std::ptr::NonNull::new(a as *mut std::ffi::c_void),
+            std::num::NonZeroUsize::new(b.saturating_sub(a)),
+        ) else {
+            continue;
+        };
+        // SAFETY: a private, read-only, executable file mapping: MADV_DONTNEED only drops
+        // the page-table entries; the next access maps the same file pages again.
+        let _ = unsafe {
+            nix::sys::mman::madvise(addr, len.get(), nix::sys::mman::MmapAdvise::MADV_DONTNEED)
+        };
+    }
+}

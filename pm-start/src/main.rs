@@ -1,7 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // A monitor re-executing itself, or the log writer (see pm_start::internal_entry).
+    // A monitor re-executing itself, or the log writer (see pm_core::start::internal_entry).
     if let Some(code) = pm_start::internal_entry() {
         return code;
     }

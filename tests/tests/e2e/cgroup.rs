@@ -840,6 +840,39 @@ fn status_json_reports_the_cgroup_and_counts_every_process_in_it() {
     assert_nothing_left(&sb, "after pm-stop");
 }
 
+/// pm-status lists a cgroup's directory only when it has sub-cgroups (the link count
+/// says so): a leader that moved into a cgroup it made below its own is still running,
+/// and what runs below is counted.
+#[test]
+fn a_leader_in_a_sub_cgroup_it_made_is_running_and_counted() {
+    if cgroup_or_skip("cgroup containment").is_none() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let w = sb.path("nest.worker");
+    let env_w = format!("W={}", s(&w));
+    let script = "cg=/proc/self/cgroup; mnt=$(awk '$9 == \"cgroup2\" {print $5; exit}' /proc/self/mountinfo); \
+                  own=$mnt$(sed -n 's/^0:://p' $cg); mkdir \"$own/inner\" && echo $$ > \"$own/inner/cgroup.procs\" && \
+                  { sleep 1000 & echo $! > \"$W\"; } && touch \"$UP\" && exec sleep 1000";
+    let leader = up(&sb, "nest", &["--env", &env_w], script);
+    let worker = wait_pids(&w, 1)[0];
+    let cg = leaf_of(&sb, "nest");
+    let inner = cg.join("inner");
+    wait_until("the leader and its worker run in the sub-cgroup", || {
+        let live = live_in(&inner);
+        live.contains(&leader) && live.contains(&worker)
+    });
+    assert!(live_in(&cg).len() >= 2, "{:?}", live_in(&cg));
+    assert!(pids_in(&cg.join("cgroup.procs")).is_empty());
+    let j = json(&sb, "on", "nest");
+    assert_eq!(j["state"], "running", "{j}");
+    assert_eq!(j["pid"], leader, "{j}");
+    assert_eq!(j["usage"]["procs"].as_u64(), Some(2), "{j}");
+    assert_code(&on(&sb, "pm-stop", &["nest"]), 0);
+    assert_all_gone("after pm-stop", &[leader, worker]);
+    assert_nothing_left(&sb, "after pm-stop");
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. A record naming an unrelated process: never signalled, the cgroup still stopped
 

@@ -294,3 +294,230 @@ fn a_log_directory_swapped_for_a_symlink_is_not_followed_by_the_root_logger() {
     assert_eq!(fs::read_dir(&victim).unwrap().count(), 1);
     assert_success(&sb.stop(&["d"]), "pm-stop d");
 }
+
+/// A small tmpfs mounted for one test, lazily unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// What pm-status --json says about NAME's logger.
+fn log_error(sb: &Sandbox, name: &str) -> Option<String> {
+    sb.status_json(&[name])[0]["log_error"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The numbers of the `line N` lines, in order; pm's notices are returned apart.
+fn numbered_lines(text: &str) -> (Vec<u64>, Vec<String>) {
+    let (mut nums, mut notices) = (Vec::new(), Vec::new());
+    for l in text.lines() {
+        if l.starts_with("[pm: ") {
+            notices.push(l.to_string());
+        } else if let Some(n) = l.strip_prefix("line ").and_then(|n| n.parse().ok()) {
+            nums.push(n);
+        } else if l != "end" {
+            panic!("a broken line {l:?} in {text:?}");
+        }
+    }
+    (nums, notices)
+}
+
+#[track_caller]
+fn assert_consecutive(nums: &[u64], what: &str) {
+    for (i, n) in nums.iter().enumerate() {
+        assert_eq!(
+            *n, i as u64,
+            "{what}: line {i} lost or out of order: {nums:?}"
+        );
+    }
+}
+
+#[test]
+fn a_full_disk_is_waited_out_and_nothing_is_lost_or_silent() {
+    if !root_or_skip("mount a small tmpfs") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let Some(disk) = Tmpfs::mount(&sb.path("disk"), "256k") else {
+        skip("cannot mount a tmpfs here");
+        return;
+    };
+    let log = disk.0.join("f.log");
+    sb.start_sh(
+        "f",
+        &[
+            "--log",
+            s(&log),
+            "--log-max-size",
+            "10M",
+            "--ready",
+            "log:^line 3$",
+        ],
+        "i=0; while :; do echo \"line $i\"; i=$((i+1)); sleep 0.01; done",
+    );
+    // Fill the file system up.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = [0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+    }
+    wait_until("pm-status says the log is failing", || {
+        log_error(&sb, "f").is_some()
+    });
+    let said = log_error(&sb, "f").unwrap_or_default();
+    assert!(said.contains("ENOSPC"), "{said}");
+    assert_eq!(sb.state_of("f"), "running");
+    let table = stdout(&sb.status(&["f"]));
+    assert!(table.contains("[log: "), "{table}");
+    // The service was not blocked meanwhile: it went on writing.
+    fs::remove_file(&filler).unwrap();
+    wait_until("pm-status says the log works again", || {
+        log_error(&sb, "f").is_none()
+    });
+    let recovered_at = numbered_lines(&fs::read_to_string(&log).unwrap()).0.len() as u64;
+    wait_until("more lines are logged", || {
+        numbered_lines(&fs::read_to_string(&log).unwrap()).0.len() as u64 > recovered_at + 20
+    });
+    assert_success(&sb.stop(&["f"]), "pm-stop f");
+    let text = fs::read_to_string(&log).unwrap();
+    let (nums, notices) = numbered_lines(&text);
+    // Every line made it, in order: the backlog held what the full disk refused.
+    assert_consecutive(&nums, "f.log");
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("log write failed") && n.contains("ENOSPC")),
+        "no notice of the failure: {notices:?}"
+    );
+    assert!(
+        notices.iter().any(|n| n.contains("work again")),
+        "no notice of the recovery: {notices:?}"
+    );
+    assert!(
+        !sb.state.join(".f.logstatus").exists(),
+        "the status file outlived the run"
+    );
+}
+
+#[test]
+fn a_directory_in_the_way_of_rotation_loses_nothing() {
+    let sb = Sandbox::new();
+    fs::create_dir_all(sb.state.join("r.log.1")).unwrap();
+    fs::write(sb.state.join("r.log.1/mine"), "x").unwrap();
+    nix::unistd::mkfifo(
+        &sb.state.join("r.log.2"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let out = sb.start(
+        "r",
+        &[
+            "--log-max-size",
+            "200",
+            "--log-keep",
+            "2",
+            "--ready",
+            "log:^end$",
+            "--ready-timeout",
+            "10s",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 100 ]; do echo line $i; i=$((i+1)); done; echo end; exec sleep 1000",
+        ],
+    );
+    assert_success(&out, "pm-start r");
+    let text = sb.log("r");
+    let (nums, notices) = numbered_lines(&text);
+    assert_eq!(nums.len(), 100, "{text}");
+    assert_consecutive(&nums, "r.log");
+    assert!(
+        notices.iter().any(|n| n.contains("not rotated")),
+        "no notice: {notices:?}"
+    );
+    assert_eq!(sb.state_of("r"), "running");
+    let said = log_error(&sb, "r").unwrap_or_default();
+    assert!(said.contains("not rotated"), "{said:?}");
+    // What the user put there is left as it was.
+    assert_eq!(
+        fs::read_to_string(sb.state.join("r.log.1/mine")).unwrap(),
+        "x"
+    );
+    assert_success(&sb.stop(&["r"]), "pm-stop r");
+    assert!(!sb.state.join(".r.logstatus").exists());
+}
+
+#[test]
+fn a_user_services_new_log_files_are_the_users() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !root_or_skip("--user") {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let sb = Sandbox::new();
+    fs::set_permissions(sb.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let d = sb.path("logs");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(NOBODY), Some(NOBODY)).unwrap();
+    let log = d.join("u.log");
+    let out = sb.start(
+        "u",
+        &[
+            "--user",
+            "nobody",
+            "--log",
+            s(&log),
+            "--log-max-size",
+            "100",
+            "--log-keep",
+            "2",
+            "--ready",
+            "log:^end$",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 30 ]; do echo line $i; i=$((i+1)); done; echo end; exec sleep 1000",
+        ],
+    );
+    assert_success(&out, "pm-start u --user nobody");
+    let mode = fs::metadata(d.join("u.log.2")).unwrap().mode() & 0o7777;
+    assert_eq!(mode & 0o137, 0, "mode {mode:o}");
+    for p in [log.clone(), d.join("u.log.1"), d.join("u.log.2")] {
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (NOBODY, NOBODY),
+            "{} is not nobody's",
+            p.display()
+        );
+        assert_eq!(m.mode() & 0o7777, mode, "{}: the mode differs", p.display());
+    }
+    assert_success(&sb.stop(&["u"]), "pm-stop u");
+}

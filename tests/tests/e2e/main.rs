@@ -6,6 +6,7 @@ mod attack;
 mod cgroup;
 mod faults;
 mod install;
+mod lifecycle;
 mod logs;
 mod recipes;
 mod services;

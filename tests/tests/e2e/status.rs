@@ -659,6 +659,7 @@ fn json_has_the_documented_fields_and_types() {
         "last_stop",
         "rss_bytes",
         "cpu_secs",
+        "log_error",
     ];
     for o in &arr {
         let obj = o.as_object().expect("objects");

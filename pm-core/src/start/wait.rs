@@ -8,14 +8,14 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::process::{self, Handle, Lineage};
+use crate::ready::{self, Check, LogFollower, NotifySocket, PidfileBaseline};
+use crate::record::PidfileBy;
+use crate::signal;
+use crate::spawn::Spawned;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
-use pm_core::process::{self, Handle, Lineage};
-use pm_core::ready::{self, Check, LogFollower, NotifySocket, PidfileBaseline};
-use pm_core::record::PidfileBy;
-use pm_core::signal;
-use pm_core::spawn::Spawned;
 
 /// Longest pause between two attempts of a polled check (tcp:, unix:, file:, pidfile): it
 /// bounds how late pm-start notices a service that became ready; a refused connect costs
@@ -23,7 +23,7 @@ use pm_core::spawn::Spawned;
 const BACKOFF_MAX: Duration = Duration::from_millis(5);
 
 /// The process pm-start is watching.
-pub enum Tracked {
+pub(crate) enum Tracked {
     /// The command pm-start spawned (our child: its exit status is ours to read).
     Child(Spawned),
     /// A process found through the PID file or `MAINPID=` (a daemon's fork).
@@ -43,7 +43,7 @@ impl Tracked {
 }
 
 /// How the wait ended.
-pub enum WaitEnd {
+pub(crate) enum WaitEnd {
     Ready {
         pid: i32,
         start_time: u64,
@@ -56,7 +56,7 @@ pub enum WaitEnd {
     Interrupted(Signal),
 }
 
-pub struct Waiter<'a> {
+pub(crate) struct Waiter<'a> {
     pub tracked: Tracked,
     pub checks: Vec<Check>,
     pub follower: LogFollower,
@@ -67,7 +67,7 @@ pub struct Waiter<'a> {
     pub baseline: PidfileBaseline,
     pub cwd: &'a Path,
     /// The service's `--user`, for the `exec:` probes.
-    pub user: Option<&'a pm_core::spawn::Credentials>,
+    pub user: Option<&'a crate::spawn::Credentials>,
     pub grace: Duration,
     pub ready_timeout: Duration,
     /// Start time of the launched process: a daemon or MAINPID must not be older.
@@ -77,7 +77,7 @@ pub struct Waiter<'a> {
     /// The service's NAME, for messages.
     pub name: &'a str,
     /// The start's cgroup, if it has one.
-    pub cgroup: Option<pm_core::cgroup::Cgroup>,
+    pub cgroup: Option<crate::cgroup::Cgroup>,
     /// `exec:` checks in progress, by check index.
     pub execs: HashMap<usize, ready::ExecProbe>,
     /// A note that a check could not be verified has been printed.
@@ -171,18 +171,18 @@ impl Waiter<'_> {
                     format!(
                         "the launcher exited but {} never named a live process within {}",
                         self.pidfile.display(),
-                        pm_core::duration::elapsed(self.ready_timeout)
+                        crate::duration::elapsed(self.ready_timeout)
                     )
                 } else if pending.is_empty() && pidfile_pending {
                     format!(
                         "{} never named a live process within {}",
                         self.pidfile.display(),
-                        pm_core::duration::elapsed(self.ready_timeout)
+                        crate::duration::elapsed(self.ready_timeout)
                     )
                 } else {
                     format!(
                         "not ready within {}: {} did not pass",
-                        pm_core::duration::elapsed(self.ready_timeout),
+                        crate::duration::elapsed(self.ready_timeout),
                         pending.join(", ")
                     )
                 });
@@ -344,7 +344,7 @@ impl Waiter<'_> {
             // Evidence from this start: written after the spawn, and not a symlink to
             // something older.
             Check::File(p) => {
-                pm_core::untrusted::entry_changed(p).is_some_and(|t| t >= self.spawned_at)
+                crate::untrusted::entry_changed(p).is_some_and(|t| t >= self.spawned_at)
             }
             Check::Exec(cmd) => self
                 .execs
@@ -367,7 +367,7 @@ impl Waiter<'_> {
             ready::Evidence::Unverifiable(why) => {
                 if !self.noted {
                     self.noted = true;
-                    pm_core::report::say(
+                    crate::report::say(
                         "pm-start",
                         self.name,
                         format!("note: {} accepts, but whether the service listens cannot be verified ({why}); counting it as ready", describe(c)),

@@ -9,7 +9,7 @@
 //! restart delay, and runs the same start sequence again, readiness checks included.
 //!
 //! A stop never races a restart: pm-stop and pm-stopall SIGTERM the monitor and wait for
-//! it to exit before they take the name's lock (see [`pm_core::monitor`]); every record
+//! it to exit before they take the name's lock (see [`crate::monitor`]); every record
 //! write of the monitor is made under that lock, after checking that the record still
 //! names it. A SIGKILLed monitor leaves the service running, unsupervised.
 
@@ -19,22 +19,20 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
-use clap::Parser;
+use super::{Ended, Request, TOOL};
+use crate::error::{Error, Result};
+use crate::monitor::Exit;
+use crate::process::Handle;
+use crate::record::{Failure, Phase, Proc, Record};
+use crate::report::say;
+use crate::status::{inspect, State};
+use crate::{duration, signal, stop, sys, Code, Name, StateDir};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
-use pm_core::monitor::Exit;
-use pm_core::process::{Expect, Handle};
-use pm_core::record::{self, Failure, Phase, Proc, Record};
-use pm_core::report::say;
-use pm_core::status::{inspect, State};
-use pm_core::{duration, stop, Name, StateDir};
-
-use crate::{Cli, TOOL};
 
 /// Who runs a start: the monitor, and whether this start is one of its restarts.
 pub struct Ctx {
@@ -49,17 +47,16 @@ pub struct Monitor {
 }
 
 pub enum Forked {
-    /// In the pm-start the caller waits for: the monitor's report, as this exit code.
-    Parent(ExitCode),
+    /// In the pm-start the caller waits for: the monitor's report.
+    Parent(Ended),
     Monitor(Monitor),
 }
 
 /// Forks the monitor. The parent waits for its report and returns it; the child goes on
 /// to start the service. Called while pm-start is still single-threaded.
 pub fn fork() -> Result<Forked> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
-    // SAFETY: no other thread exists yet, so the child may run any code.
-    match unsafe { nix::unistd::fork() }.context("fork")? {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os("pipe", e))?;
+    match sys::fork_single_threaded().map_err(|e| os("fork", e))? {
         ForkResult::Parent { child } => {
             drop(w);
             Ok(Forked::Parent(await_report(child, r)?))
@@ -71,7 +68,7 @@ pub fn fork() -> Result<Forked> {
             close_inherited(w.as_raw_fd());
             Ok(Forked::Monitor(Monitor {
                 ctx: Ctx {
-                    me: pm_core::monitor::me()?,
+                    me: crate::monitor::me()?,
                     restarting: false,
                 },
                 report: Some(w),
@@ -95,8 +92,8 @@ fn close_inherited(keep: i32) {
 /// The caller's pm-start: forwards Ctrl-C and friends to the monitor (which stops the
 /// half-started service, as pm-start would), then exits as the monitor reports — with
 /// the byte it wrote, or as the monitor itself ended if it never wrote one.
-fn await_report(child: Pid, report: OwnedFd) -> Result<ExitCode> {
-    let sigs = crate::interrupt_fd()?;
+fn await_report(child: Pid, report: OwnedFd) -> Result<Ended> {
+    let sigs = signal::interrupt_fd()?;
     loop {
         let mut fds = [
             PollFd::new(report.as_fd(), PollFlags::POLLIN),
@@ -104,7 +101,7 @@ fn await_report(child: Pid, report: OwnedFd) -> Result<ExitCode> {
         ];
         match poll(&mut fds, nix::poll::PollTimeout::NONE) {
             Err(Errno::EINTR) => continue,
-            r => r.context("poll")?,
+            r => r.map_err(|e| os("poll", e))?,
         };
         while let Ok(Some(info)) = sigs.read_signal() {
             if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
@@ -117,7 +114,7 @@ fn await_report(child: Pid, report: OwnedFd) -> Result<ExitCode> {
         let mut byte = [0u8; 1];
         match nix::unistd::read(&report, &mut byte) {
             Err(Errno::EINTR) => continue,
-            Ok(1) => return Ok(ExitCode::from(byte[0])),
+            Ok(1) => return Ok(Ended::from_exit_status(i32::from(byte[0]))),
             _ => break,
         }
     }
@@ -125,10 +122,10 @@ fn await_report(child: Pid, report: OwnedFd) -> Result<ExitCode> {
     loop {
         match waitpid(child, None) {
             Err(Errno::EINTR) => continue,
-            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitCode::from(code as u8)),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(pm_core::signal::die_by(sig)),
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Ended::from_exit_status(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Ended::Signal(sig)),
             Ok(_) => continue,
-            Err(e) => return Err(e).context("waiting for the monitor"),
+            Err(e) => return Err(os("waiting for the monitor", e)),
         }
     }
 }
@@ -136,13 +133,14 @@ fn await_report(child: Pid, report: OwnedFd) -> Result<ExitCode> {
 impl Monitor {
     /// The first start is up: detach from the caller, then supervise until told to stop
     /// or until the policy says the service stays down.
-    pub fn supervise(mut self, cli: &Cli, name: Name, rec: Record) -> ExitCode {
-        let sd = match StateDir::resolve(cli.state_dir.as_deref(), false) {
+    pub fn supervise(mut self, req: &Request, name: Name, rec: Record) -> Ended {
+        let sd = match StateDir::resolve(req.state_dir.as_deref(), false) {
             Ok(sd) => sd,
-            Err(_) => return ExitCode::SUCCESS, // the service is up; nothing to supervise it with
+            Err(_) => return Code::Ok.into(), // the service is up; nothing to supervise it with
         };
         self.detach(&rec);
         let s = Supervisor {
+            cgroup: rec.cgroup(&sd),
             sd,
             name,
             me: self.ctx.me,
@@ -166,7 +164,7 @@ impl Monitor {
         {
             let _ = nix::unistd::dup2_stdin(&null);
             let _ = nix::unistd::dup2_stdout(&null);
-            match pm_core::spawn::open_log(&rec.log, None) {
+            match crate::spawn::open_log(&rec.log, None) {
                 Ok(log) => {
                     let _ = nix::unistd::dup2_stderr(&log);
                 }
@@ -185,6 +183,9 @@ impl Monitor {
 
 struct Supervisor {
     sd: StateDir,
+    /// The cgroup of the run being watched, found while its record could be read: if the
+    /// state directory goes away, the monitor still removes it once the run has ended.
+    cgroup: Option<crate::cgroup::Cgroup>,
     name: Name,
     me: Proc,
     /// When the service ended within the flapping window, oldest first.
@@ -217,53 +218,104 @@ pub fn resume() -> Option<ExitCode> {
         return None;
     }
     let mut it = args.into_iter().skip(2);
-    let (Some(name), Some(dir), Some(streak)) = (it.next(), it.next(), it.next()) else {
-        return Some(ExitCode::from(2));
+    let (Some(name), Some(dir), Some(streak), Some(cgroup)) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Some(Code::Usage.into());
     };
-    let parsed = (|| -> Option<(Name, StateDir, u32, VecDeque<Instant>)> {
+    let parsed = (|| -> Option<(Name, u32, VecDeque<Instant>)> {
         let name = Name::new(name.to_str()?).ok()?;
-        let sd = StateDir::resolve(Some(std::path::Path::new(&dir)), false).ok()?;
         let streak = streak.to_str()?.parse().ok()?;
         let now = Instant::now();
         let recent = it
             .filter_map(|a| a.to_str()?.parse::<u64>().ok())
             .filter_map(|ms| now.checked_sub(Duration::from_millis(ms)))
             .collect();
-        Some((name, sd, streak, recent))
+        Some((name, streak, recent))
     })();
-    let Some((name, sd, streak, recent)) = parsed else {
-        return Some(ExitCode::from(2));
+    let Some((name, streak, recent)) = parsed else {
+        return Some(Code::Usage.into());
     };
-    let me = pm_core::monitor::me().ok()?;
-    let rec = sd.read_record(&name).ok().flatten()?;
+    // The cgroup as the monitor knew it before the exec: checked for shape again, since
+    // anyone may run this entry point (with their own rights only).
+    let cgroup = std::path::Path::new(&cgroup);
+    let cgroup = (|| {
+        let id = cgroup.parent()?.file_name()?.to_str()?;
+        crate::cgroup::Cgroup::from_record(cgroup, name.as_str(), None, id)
+    })();
+    let me = crate::monitor::me().ok()?;
+    let found = StateDir::resolve(Some(std::path::Path::new(&dir)), false)
+        .ok()
+        .and_then(|sd| Some((sd.read_record(&name).ok().flatten()?, sd)));
+    let Some((rec, sd)) = found else {
+        // The state directory went while this process re-executed: nothing to record
+        // in, but the run's cgroup is still this monitor's to remove once it has ended.
+        orphaned(cgroup);
+        return Some(Code::Ok.into());
+    };
     if rec.monitor != Some(me) {
-        return Some(ExitCode::SUCCESS); // not this process's service
+        return Some(Code::Ok.into()); // not this process's service
     }
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let s = Supervisor {
+        cgroup: rec.cgroup(&sd).or(cgroup),
         sd,
         name,
         me,
         recent,
         streak,
     };
-    Some(s.finish(rec))
+    Some(s.finish(rec).exit())
+}
+
+/// The record is gone: wait for the service (this process's child) to end, then remove
+/// its cgroup if that is empty.
+fn orphaned(cgroup: Option<crate::cgroup::Cgroup>) {
+    // Until ECHILD: no child left.
+    while let Ok(_) | Err(Errno::EINTR) = waitpid(None::<nix::unistd::Pid>, None) {}
+    if let Some(cg) = cgroup {
+        cg.wait_empty(Instant::now() + Duration::from_secs(1));
+        let _ = cg.remove();
+    }
 }
 
 const REEXEC_FLAG: &str = "--pm-monitor";
 
 impl Supervisor {
-    fn finish(mut self, rec: Record) -> ExitCode {
+    fn finish(mut self, rec: Record) -> Ended {
         match self.run(rec) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => Code::Ok.into(),
             Err(e) => {
+                let why = format!("its monitor failed: {e}; the service is no longer supervised");
                 say(
                     TOOL,
                     self.name.as_str(),
-                    format!("monitor: {e:#}; the service is no longer supervised"),
+                    format!("monitor: {e}; the service is no longer supervised"),
                 );
-                ExitCode::FAILURE
+                self.record_end(&why);
+                Code::Failure.into()
             }
+        }
+    }
+
+    /// A monitor that gives up on an error (a full state directory, say) leaves its reason
+    /// in the record where it can: written the usual way, else over the old record in
+    /// place (a full disk has no room for a new file, but a rewrite of a record's own
+    /// blocks may still fit). pm-status then says why nothing supervises the service.
+    fn record_end(&self, why: &str) {
+        let Ok(_lock) = self.sd.lock(&self.name) else {
+            return;
+        };
+        let Ok(Some(mut r)) = self.sd.read_record(&self.name) else {
+            return;
+        };
+        if !self.owns(&r) {
+            return;
+        }
+        r.monitor = None;
+        r.monitor_end = Some(Failure::now(why.to_string()));
+        if self.sd.write_record(&r).is_err() {
+            let _ = self.sd.overwrite_record_in_place(&r);
         }
     }
 
@@ -281,6 +333,11 @@ impl Supervisor {
             .arg(self.name.as_str())
             .arg(self.sd.path())
             .arg(self.streak.to_string())
+            .arg(
+                self.cgroup
+                    .as_ref()
+                    .map_or("-".as_ref(), |c| c.path().as_os_str()),
+            )
             .args(
                 self.recent
                     .iter()
@@ -314,26 +371,26 @@ impl Supervisor {
             // The start sequence itself, from the record: lock, identity checks, leftovers,
             // cgroup, spawn, readiness. SIGCHLD is the default (ignored) meanwhile, so the
             // start's own waits and probes see what they expect.
-            unblock(Signal::SIGCHLD)?;
-            let cli = Cli::try_parse_from([
-                OsString::from(TOOL),
-                OsString::from(self.name.as_str()),
-                OsString::from("--state-dir"),
-                self.sd.path().as_os_str().to_owned(),
-            ])?;
+            signal::unblock(&[Signal::SIGCHLD])?;
+            let req = Request::again(&self.name, self.sd.path());
             let mut up = None;
             let ctx = Ctx {
                 me: self.me,
                 restarting: true,
             };
-            let started = crate::start(&cli, self.name.clone(), Some(&ctx), &mut up);
+            let started = super::start(&req, self.name.clone(), Some(&ctx), &mut up);
             self.sd.tidy_lock(&self.name);
-            block(Signal::SIGCHLD)?;
-            if let Err(e) = &started {
-                say(TOOL, self.name.as_str(), format!("restart: {e:#}"));
+            signal::block(&[Signal::SIGCHLD])?;
+            match &started {
+                Err(e) => say(TOOL, self.name.as_str(), format!("restart: {e}")),
+                // A stop (or Ctrl-C) interrupted the restart, which stopped what it had
+                // spawned: the monitor goes, as it would have while waiting.
+                Ok(Ended::Signal(_)) => return Ok(()),
+                Ok(Ended::Code(_)) => {}
             }
             match up {
                 Some(r) => {
+                    self.cgroup = r.cgroup(&self.sd);
                     self.reexec();
                     rec = r;
                 }
@@ -360,6 +417,17 @@ impl Supervisor {
         }
     }
 
+    /// The record of the ended run is gone (its state directory was deleted): its empty
+    /// cgroup would be left for good, so the monitor removes it (once the logger, if any,
+    /// has drained the last output and left). A cgroup that still holds processes stays,
+    /// for `pm-stop` of a state directory of that NAME to find.
+    fn release_cgroup(&self) {
+        if let Some(cg) = &self.cgroup {
+            cg.wait_empty(Instant::now() + Duration::from_secs(1));
+            let _ = cg.remove();
+        }
+    }
+
     fn owns(&self, r: &Record) -> bool {
         r.monitor == Some(self.me)
     }
@@ -367,8 +435,13 @@ impl Supervisor {
     /// Records an end and decides: the delay before the restart, or `None` to stop
     /// supervising (the policy leaves it down, it flapped, or the record moved on).
     fn after_end(&mut self, ran: &Record, exit: Exit) -> Result<Next> {
+        if !self.sd.path().is_dir() {
+            self.release_cgroup();
+            return Ok(Next::Done);
+        }
         let _lock = self.sd.lock(&self.name)?;
         let Some(mut r) = self.sd.read_record(&self.name)? else {
+            self.release_cgroup();
             return Ok(Next::Done);
         };
         if !self.owns(&r) || r.phase == Phase::Stopped {
@@ -446,14 +519,11 @@ impl Supervisor {
                 exit.describe(),
                 duration::short(restart.window)
             );
-            r.phase = Phase::Failed;
             r.monitor = None;
-            r.restart_at = None;
-            r.failure = Some(Failure {
-                at: record::now_rfc3339(),
-                reason: reason.clone(),
+            r.set_failed(Failure {
                 exit_code: exit.code,
                 signal: exit.signal.clone(),
+                ..Failure::now(reason.clone())
             });
             self.sd.write_record(&r)?;
             say(TOOL, &name, reason);
@@ -471,9 +541,7 @@ impl Supervisor {
             self.streak + 1
         };
         let delay = restart.delay_before(self.streak);
-        r.phase = Phase::Backoff;
-        r.monitor = Some(self.me);
-        r.restart_at = Some(record::rfc3339(SystemTime::now() + delay));
+        r.set_backoff(self.me, SystemTime::now() + delay);
         // Unsynced: a crash restart must not wait for the disk, and after a power cut there is
         // no monitor and no service for this record to describe.
         self.sd.write_record_unsynced(&r)?;
@@ -491,32 +559,12 @@ impl Supervisor {
 }
 
 fn signals() -> Result<SignalFd> {
-    crate::signal_fd(&[
+    signal::signal_fd(&[
         Signal::SIGINT,
         Signal::SIGTERM,
         Signal::SIGHUP,
         Signal::SIGCHLD,
     ])
-}
-
-fn block(sig: Signal) -> Result<()> {
-    let mut m = SigSet::empty();
-    m.add(sig);
-    Ok(nix::sys::signal::sigprocmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&m),
-        None,
-    )?)
-}
-
-fn unblock(sig: Signal) -> Result<()> {
-    let mut m = SigSet::empty();
-    m.add(sig);
-    Ok(nix::sys::signal::sigprocmask(
-        SigmaskHow::SIG_UNBLOCK,
-        Some(&m),
-        None,
-    )?)
 }
 
 /// Reads the pending signals: true if one asks the monitor to go. SIGCHLD only wakes.
@@ -545,54 +593,16 @@ fn reap(leader: i32) -> Option<WaitStatus> {
     }
 }
 
-/// Drops this process's mappings of program text (pm-start's and the libraries') before it
-/// goes idle: a monitor sleeps for days and touches a few pages when it wakes, which
-/// fault back in from the page cache. Only executable mappings, which are never written:
-/// their pages are the same as the file's, so nothing is lost.
-fn shed_text() {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if perms != "r-xp" {
-            continue;
-        }
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-            continue;
-        };
-        let (Some(addr), Some(len)) = (
-            std::ptr::NonNull::new(a as *mut std::ffi::c_void),
-            std::num::NonZeroUsize::new(b.saturating_sub(a)),
-        ) else {
-            continue;
-        };
-        // SAFETY: a private, read-only, executable file mapping: MADV_DONTNEED only drops
-        // the page-table entries; the next access maps the same file pages again.
-        let _ = unsafe {
-            nix::sys::mman::madvise(addr, len.get(), nix::sys::mman::MmapAdvise::MADV_DONTNEED)
-        };
-    }
-}
-
 /// Blocks until the recorded main process ends (its exit status, as its parent sees it)
 /// or a stop is asked for. No timer: poll on the signalfd and the process's pidfd.
 fn wait_for_end(rec: &Record, sigs: &SignalFd) -> Result<Woken> {
     let Some(pid) = rec.pid else {
         return Ok(Woken::Ended(Exit::unknown("no process was recorded")));
     };
-    let expect = Expect::StartTime {
-        start_time: rec.start_time.unwrap_or(0),
-        boot_id: rec.boot_id.clone().unwrap_or_default(),
-    };
-    let handle = Handle::open(pid, &expect).ok().and_then(|h| h.ok());
-    shed_text();
+    let handle = rec
+        .identity()
+        .and_then(|expect| Handle::open(pid, &expect).ok()?.ok());
+    sys::shed_text();
     loop {
         if stop_requested(sigs) {
             return Ok(Woken::Stop);
@@ -612,7 +622,7 @@ fn wait_for_end(rec: &Record, sigs: &SignalFd) -> Result<Woken> {
         }
         match poll(&mut fds, nix::poll::PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
+            Err(e) => return Err(os("poll", e)),
         }
     }
 }
@@ -630,9 +640,13 @@ fn wait_for_stop(sigs: &SignalFd, delay: Duration) -> Result<bool> {
             return Ok(false);
         }
         let mut fds = [PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, pm_core::process::timeout(left)) {
+        match poll(&mut fds, crate::process::timeout(left)) {
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
+            Err(e) => return Err(os("poll", e)),
         }
     }
+}
+
+fn os(what: &str, e: Errno) -> Error {
+    Error::Os(format!("{what}: {e}"))
 }

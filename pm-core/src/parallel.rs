@@ -1,0 +1,68 @@
+//! Looking at many services at once.
+//!
+//! pm-status with a thousand services spends its time in open/read of small kernel files,
+//! one service after another; the answers do not depend on each other, so the work is
+//! shared among a few threads (one per CPU, at most [`MAX_THREADS`]) and the results come
+//! back in the order of the input.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// More threads than this buy nothing: the kernel's locks on /proc and cgroupfs become
+/// the limit.
+pub const MAX_THREADS: usize = 4;
+
+/// Below this many items one thread is faster than starting more.
+const MIN_ITEMS: usize = 64;
+
+/// `items.into_iter().map(f).collect()`, on up to [`MAX_THREADS`] threads.
+pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS);
+    if threads < 2 || items.len() < MIN_ITEMS {
+        return items.into_iter().map(f).collect();
+    }
+    let n = items.len();
+    let inputs: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let outputs: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(slot) = inputs.get(i) else { break };
+        let item = slot.lock().map(|mut s| s.take()).ok().flatten();
+        if let Some(item) = item {
+            let r = f(item);
+            if let Ok(mut out) = outputs[i].lock() {
+                *out = Some(r);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            // A thread that cannot be started leaves its share to the others.
+            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
+        }
+        work();
+    });
+    outputs
+        .into_iter()
+        .filter_map(|m| m.into_inner().ok().flatten())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keeps_the_order_and_every_item() {
+        let items: Vec<u32> = (0..1000).collect();
+        let out = super::map(items, |i| {
+            // Uneven work, so threads finish out of order.
+            if i % 7 == 0 {
+                std::thread::yield_now();
+            }
+            i * 2
+        });
+        assert_eq!(out, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+    }
+}
