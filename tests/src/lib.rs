@@ -44,20 +44,67 @@ pub fn bin_dir() -> PathBuf {
     } else {
         deps.to_path_buf()
     };
-    for tool in [
-        "pm-start",
-        "pm-stop",
-        "pm-status",
-        "pm-stopall",
-        "pm-signal",
-    ] {
-        assert!(
-            dir.join(tool).exists(),
-            "{} is missing: run `cargo build --workspace` first (or `make test`)",
-            dir.join(tool).display()
-        );
+    static FRESH: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    if let Err(e) = FRESH.get_or_init(|| check_fresh(&dir)) {
+        panic!("{e}");
     }
     dir
+}
+
+/// The tools the tests run.
+pub const TOOLS: [&str; 5] = [
+    "pm-start",
+    "pm-stop",
+    "pm-status",
+    "pm-stopall",
+    "pm-signal",
+];
+
+/// Fails unless every tool in `dir` is at least as new as its sources: `cargo test -p
+/// pm-tests` rebuilds the libraries it links, not the binaries it runs, so a changed
+/// pm-core would otherwise be tested through yesterday's executables.
+fn check_fresh(dir: &Path) -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let core = newest(&root.join("pm-core"));
+    for tool in TOOLS {
+        let bin = dir.join(tool);
+        let built = fs::metadata(&bin).and_then(|m| m.modified()).map_err(|_| {
+            format!(
+                "{} is missing: run `cargo build --workspace` first (or `make test`)",
+                bin.display()
+            )
+        })?;
+        if built < core.max(newest(&root.join(tool))) {
+            return Err(format!(
+                "{} is older than its sources: run `cargo build --workspace` first (or `make test`)",
+                bin.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The newest modification time of the crate's manifest and of any file under its `src/`.
+fn newest(krate: &Path) -> std::time::SystemTime {
+    fn walk(p: &Path, best: &mut std::time::SystemTime) {
+        let Ok(meta) = fs::symlink_metadata(p) else {
+            return;
+        };
+        if let Ok(t) = meta.modified() {
+            *best = (*best).max(t);
+        }
+        if meta.is_dir() {
+            for e in fs::read_dir(p).into_iter().flatten().flatten() {
+                walk(&e.path(), best);
+            }
+        }
+    }
+    let mut best = std::time::UNIX_EPOCH;
+    walk(&krate.join("Cargo.toml"), &mut best);
+    walk(&krate.join("src"), &mut best);
+    best
 }
 
 pub struct Sandbox {
