@@ -499,7 +499,7 @@ impl Logger {
     }
 
     /// Copies `input` to the log until EOF (every writer gone), then until what is held is
-    /// written or [`EOF_GRACE`] has passed. Waits only in poll(2) on the pipe (up to the
+    /// written or `EOF_GRACE` (2 s) has passed. Waits only in poll(2) on the pipe (up to the
     /// next retry while the log is failing): the pipe is read whatever the log does.
     pub fn run(&mut self, mut input: impl Read + AsFd) -> io::Result<()> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
