@@ -34,7 +34,9 @@ uninstall:
 	rm -f $(MANDIR)/man7/pm.7
 
 # Builds the binaries the end-to-end tests run, then runs every test of the workspace
-# (then the end-to-end tests again with PM_CGROUP=off, so both trackings are tested). The
+# (then the end-to-end tests again with PM_CGROUP=off, so both trackings are tested, and the
+# cgroup and supervision ones with PM_CLONE3=off, the fallback for kernels without
+# clone3's CLONE_INTO_CGROUP). The
 # install tests (man pages render, completions offer names) need an installed copy: unless
 # PM_TEST_PREFIX names one already, a temporary prefix is filled first and removed after.
 test:
@@ -52,6 +54,8 @@ test:
 	fi && \
 	echo "PM_CGROUP=off $(CARGO) test -p pm-tests --test e2e   # again, with process-group tracking" && \
 	PM_CGROUP=off $(CARGO) test -q -p pm-tests --test e2e && \
+	echo "PM_CLONE3=off $(CARGO) test -p pm-tests --test e2e -- cgroup:: supervise::   # again, services moved into their cgroups, not born there" && \
+	PM_CLONE3=off $(CARGO) test -q -p pm-tests --test e2e -- cgroup:: supervise:: && \
 	if [ -s "$$skipped" ]; then \
 	  echo "SKIPPED ($$(sort -u "$$skipped" | wc -l); cargo counts them as ok):"; sort -u "$$skipped" | sed 's/^/  /'; \
 	else echo "no test skipped"; fi

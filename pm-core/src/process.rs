@@ -359,11 +359,19 @@ impl Handle {
 
     /// A handle on a child we just spawned: its PID cannot be reused until we reap it.
     pub fn of_child(pid: i32) -> Result<Handle> {
+        Self::of_child_fd(pid, None)
+    }
+
+    /// [`Handle::of_child`] with the pidfd its clone3 returned, if any.
+    pub fn of_child_fd(pid: i32, pidfd: Option<OwnedFd>) -> Result<Handle> {
         let gone = || Error::Process {
             pid,
             err: io::Error::from_raw_os_error(libc::ESRCH),
         };
-        let fd = open_pidfd(pid)?.ok_or_else(gone)?;
+        let fd = match pidfd {
+            Some(fd) => Some(fd),
+            None => open_pidfd(pid)?.ok_or_else(gone)?,
+        };
         let stat = Stat::read(pid)?.ok_or_else(gone)?;
         Ok(Handle {
             pid,

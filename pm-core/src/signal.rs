@@ -33,15 +33,11 @@ pub fn name(sig: Signal) -> &'static str {
 /// when the child died of SIGINT, not when it exited 130. Returns only if the signal did
 /// not end the process, with the conventional 128 + N.
 pub fn die_by(sig: Signal) -> std::process::ExitCode {
-    use nix::sys::signal::{
-        raise, sigaction, sigprocmask, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow,
-    };
+    use nix::sys::signal::{raise, sigprocmask, SigSet, SigmaskHow};
     use std::io::Write;
     let _ = std::io::stderr().flush();
     let _ = std::io::stdout().flush();
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: installing the default action runs no code of ours in a handler.
-    let _ = unsafe { sigaction(sig, &default) };
+    crate::sys::default_action(sig);
     let mut set = SigSet::empty();
     set.add(sig);
     let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);

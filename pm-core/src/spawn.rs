@@ -1,19 +1,22 @@
-//! Starting a service detached: its own session, no terminal, no inherited fds.
+//! Starting a service detached: its own session, no terminal, no inherited fds, born in
+//! its cgroup.
 //!
-//! Every inherited fd >= 3 is closed at exec, so `x=$(pm-start ...)`, a Make jobserver or a
-//! CI pipe never waits on the service. std's `Command` reports exec failures through a
-//! CLOEXEC pipe, which is why fds are *marked* close-on-exec rather than closed early: the
-//! caller still learns "not found" or "permission denied" instead of a silent exit 127.
+//! The child is made by our own clone3/fork and exec path ([`crate::sys::spawn_exec`]),
+//! not std's `Command`, because only clone3 can create a process inside a cgroup. Every
+//! inherited fd >= 3 is closed at exec, so `x=$(pm-start ...)`, a Make jobserver or a CI
+//! pipe never waits on the service; they are *marked* close-on-exec rather than closed, so
+//! the exec-error pipe still tells the caller "not found" or "permission denied" instead of
+//! a silent exit 127.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
 
-use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::error::{Error, ExecFailure, Result};
@@ -153,16 +156,86 @@ pub fn open_log(path: &Path, owner: Option<&Credentials>) -> Result<File> {
     Ok(file)
 }
 
-/// Spawns the service detached. See the module docs for what "detached" means.
+/// Our child, born by [`spawn`]: reaped by [`Child::wait`] or [`Child::try_wait`] only, so
+/// until then its PID cannot name another process.
+#[derive(Debug)]
+pub struct Child {
+    pid: i32,
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Waits for it to exit (at once if it already has been reaped).
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(st) = self.status {
+            return Ok(st);
+        }
+        let raw = crate::sys::waitpid(self.pid, false)?.unwrap_or(0);
+        let st = ExitStatus::from_raw(raw);
+        self.status = Some(st);
+        Ok(st)
+    }
+
+    /// Reaps it if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            self.status = crate::sys::waitpid(self.pid, true)?.map(ExitStatus::from_raw);
+        }
+        Ok(self.status)
+    }
+
+    /// SIGKILL, unless it has been reaped (then its PID may be another process's).
+    pub fn kill(&mut self) -> io::Result<()> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(io::Error::from)
+    }
+}
+
+/// The environment of a spawn, as `KEY=VALUE` strings: `base` (the caller's when `None`)
+/// without `NOTIFY_SOCKET`, then `set` over it, a later value replacing an earlier one.
+fn environment(base: Option<&[(String, String)]>, set: &[(&str, &str)]) -> Vec<OsString> {
+    let mut env: Vec<(OsString, OsString)> = match base {
+        Some(b) => b.iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        None => std::env::vars_os().collect(),
+    };
+    env.retain(|(k, _)| k != "NOTIFY_SOCKET");
+    for (k, v) in set {
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(e) => e.1 = v.into(),
+            None => env.push((k.into(), v.into())),
+        }
+    }
+    env.into_iter()
+        .map(|(mut k, v)| {
+            k.push("=");
+            k.push(v);
+            k
+        })
+        .collect()
+}
+
+/// Spawns the service detached, in `cgroup` if given. See the module docs for what
+/// "detached" means.
 ///
-/// `before_exec` runs once the child exists — in its own session, with its PID and start
-/// time known — but before it can run the command: the child waits on a pipe for the go
-/// that follows a successful `before_exec`. pm-start records the service there, so a
-/// pm-start killed at any moment leaves either a recorded service or none at all: if this
-/// process dies (or `before_exec` fails) first, the pipe closes and the child exits
-/// without running anything.
+/// `before_exec` runs once the child exists — in its own session and its cgroup, with
+/// its PID and start time known — but before it can run the command: the child waits on
+/// a pipe for the go that follows a successful `before_exec`. pm-start records the
+/// service there, so a pm-start killed at any moment leaves either a recorded service or
+/// none at all: if this process dies (or `before_exec` fails) first, the pipe closes and
+/// the child exits without running anything.
 pub fn spawn(
     spec: &SpawnSpec<'_>,
+    cgroup: Option<&crate::cgroup::Cgroup>,
     before_exec: &mut dyn FnMut(&Handle) -> Result<()>,
 ) -> Result<Spawned> {
     let program = spec
@@ -181,83 +254,6 @@ pub fn spawn(
             io::Error::new(io::ErrorKind::NotFound, "working directory does not exist"),
         ));
     }
-    let log = match spec.output {
-        Some(out) => out.try_clone().map_err(|e| Error::io(spec.log, e))?,
-        None => open_log(spec.log, spec.user)?,
-    };
-    let log2 = log.try_clone().map_err(|e| Error::io(spec.log, e))?;
-    let mut cmd = match spec.program {
-        Some(exe) => {
-            let mut c = Command::new(exe);
-            std::os::unix::process::CommandExt::arg0(&mut c, &program);
-            c
-        }
-        None => Command::new(&program),
-    };
-    if let Some(base) = spec.base_env {
-        cmd.env_clear().envs(base.iter().map(|(k, v)| (k, v)));
-    }
-    cmd.args(&spec.argv[1..])
-        .current_dir(spec.cwd)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2)
-        .env_remove("NOTIFY_SOCKET");
-    for (k, v) in spec.env {
-        cmd.env(k, v);
-    }
-    if let Some(c) = spec.user {
-        cmd.env("USER", &c.user)
-            .env("LOGNAME", &c.user)
-            .env("HOME", &c.home);
-    }
-    let creds = spec.user.cloned();
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(errno_os);
-    let (pid_r, pid_w) = pipe()?;
-    let (go_r, go_w) = pipe()?;
-    let (pid_w_raw, go_r_raw, go_w_raw) = (pid_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
-    // SAFETY: the hook runs between fork and exec and calls only async-signal-safe
-    // functions (setsid, signal, sigprocmask, getpid, write, read, close,
-    // setgroups/setgid/setuid, fcntl); nothing allocates.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::setsid().map_err(io::Error::from)?;
-            // Signals ignored by whoever ran pm-start (a background job of a script ignores
-            // INT and QUIT, nohup ignores HUP) must not stay ignored in the service, or a
-            // `--stop-signal QUIT` would never be acted on. Exec resets only caught ones.
-            for sig in 1..32 {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-            }
-            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-                .map_err(io::Error::from)?;
-            // Say who we are, then wait for the go. Only the parent holds the go pipe's
-            // write end (our copy is closed first), so its death reads as EOF.
-            let me = libc::getpid().to_ne_bytes();
-            if libc::write(pid_w_raw, me.as_ptr().cast(), me.len()) != me.len() as isize {
-                return Err(io::Error::last_os_error());
-            }
-            libc::close(go_w_raw);
-            let mut go = [0u8; 1];
-            loop {
-                let n = libc::read(go_r_raw, go.as_mut_ptr().cast(), 1);
-                if n == 1 {
-                    break;
-                }
-                if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(io::Error::from_raw_os_error(libc::ECANCELED));
-            }
-            if let Some(c) = &creds {
-                nix::unistd::setgroups(&c.groups).map_err(io::Error::from)?;
-                nix::unistd::setgid(c.gid).map_err(io::Error::from)?;
-                nix::unistd::setuid(c.uid).map_err(io::Error::from)?;
-            }
-            crate::sys::cloexec_from(3)
-        });
-    }
     let exec_error = |e: io::Error| {
         let kind = match e.kind() {
             io::ErrorKind::NotFound => ExecFailure::NotFound,
@@ -270,44 +266,110 @@ pub fn spawn(
             err: e,
         }
     };
-    // std's spawn returns only once the child has exec'd (or failed to), so it runs on a
-    // thread of its own while this one hears from the child and records it.
-    std::thread::scope(|scope| {
-        let spawner = scope.spawn(move || {
-            let r = cmd.spawn();
-            drop(pid_w); // with the child's copy gone too: EOF if it never said its PID
-            r
-        });
-        let mut go_w = Some(go_w);
-        let gate = (|| -> Result<Handle> {
-            let mut buf = [0u8; 4];
-            File::from(pid_r)
-                .read_exact(&mut buf)
-                .map_err(|e| Error::Os(format!("{program}: the child did not start: {e}")))?;
-            let handle = Handle::of_child(i32::from_ne_bytes(buf))?;
-            before_exec(&handle)?;
-            let go = go_w.take().map(File::from);
-            go.ok_or_else(|| Error::Os("go pipe".into()))?
-                .write_all(b"g")
-                .map_err(|e| Error::Os(format!("{program}: releasing the child: {e}")))?;
-            Ok(handle)
-        })();
-        drop(go_w); // on failure: EOF, and the child exits without exec
-        let child = spawner
-            .join()
-            .map_err(|_| Error::Os("the spawning thread panicked".into()))?;
-        match (gate, child) {
-            (Ok(handle), Ok(child)) => Ok(Spawned { child, handle }),
-            (Ok(_), Err(e)) => Err(exec_error(e)),
-            (Err(e), Ok(mut child)) => {
-                // Cannot happen (no go, no exec), but never leave it running.
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(e)
-            }
-            (Err(e), Err(_)) => Err(e),
+    let log = match spec.output {
+        Some(out) => out.try_clone().map_err(|e| Error::io(spec.log, e))?,
+        None => open_log(spec.log, spec.user)?,
+    };
+    let mut set: Vec<(&str, &str)> = spec.env.iter().map(|(k, v)| (&**k, &**v)).collect();
+    if let Some(c) = spec.user {
+        let home = c.home.to_str().unwrap_or("/");
+        set.extend([("USER", &*c.user), ("LOGNAME", &*c.user), ("HOME", home)]);
+    }
+    let env = environment(spec.base_env, &set);
+    // Without a resolved program the child searches PATH (the one it will run with).
+    let search = env
+        .iter()
+        .rev()
+        .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
+        .map(std::ffi::OsStr::from_bytes);
+    let exe = spec.program.unwrap_or(Path::new(&program));
+    if exe.as_os_str().is_empty() {
+        return Err(exec_error(io::Error::from(io::ErrorKind::NotFound)));
+    }
+    let null = File::open("/dev/null").map_err(|e| Error::io("/dev/null", e))?;
+    let argv: Vec<OsString> = spec.argv.iter().map(OsString::from).collect();
+    let plan = crate::sys::ExecPlan::new(
+        exe,
+        search,
+        &argv,
+        &env,
+        Some(spec.cwd),
+        [null.as_fd(), log.as_fd(), log.as_fd()],
+        spec.user.map(|c| {
+            let groups = c.groups.iter().map(|g| g.as_raw()).collect();
+            (groups, c.gid.as_raw(), c.uid.as_raw())
+        }),
+        true,
+    )
+    .map_err(exec_error)?;
+    let cg_dir = match cgroup {
+        Some(cg) => Some(File::open(cg.path()).map_err(|e| Error::io(cg.path(), e))?),
+        None => None,
+    };
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(errno_os);
+    let (ready_r, ready_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let gate = crate::sys::Gate {
+        ready: ready_w.as_fd(),
+        go: go_r.as_fd(),
+        go_w: go_w.as_fd(),
+    };
+    let born = crate::sys::spawn_exec(&plan, cg_dir.as_ref().map(|d| d.as_fd()), Some(&gate))
+        .map_err(|e| Error::Os(format!("{program}: cannot create the process: {e}")))?;
+    drop((ready_w, go_r, plan, log, null, cg_dir));
+    let mut child = Child {
+        pid: born.pid,
+        status: None,
+    };
+    let pidfd = born.pidfd;
+    let gate = (|| -> Result<Handle> {
+        let mut buf = [0u8; 1];
+        File::from(ready_r)
+            .read_exact(&mut buf)
+            .map_err(|e| Error::Os(format!("{program}: the child did not start: {e}")))?;
+        let handle = Handle::of_child_fd(born.pid, pidfd)?;
+        if let (Some(cg), false) = (cgroup, born.in_cgroup) {
+            cg.join(handle.pid)?;
         }
-    })
+        before_exec(&handle)?;
+        File::from(go_w)
+            .write_all(b"g")
+            .map_err(|e| Error::Os(format!("{program}: releasing the child: {e}")))?;
+        Ok(handle)
+    })();
+    // On failure go_w is closed by now: the child reads EOF and exits without exec.
+    let handle = match gate {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            // A child that failed before its gate (dup2, chdir, setsid) said why.
+            return Err(match exec_result(born.errors) {
+                Some(x) if x.raw_os_error() != Some(libc::ECANCELED) => exec_error(x),
+                _ => e,
+            });
+        }
+    };
+    match exec_result(born.errors) {
+        None => Ok(Spawned { child, handle }),
+        Some(e) => {
+            let _ = child.wait();
+            Err(exec_error(e))
+        }
+    }
+}
+
+/// What the exec-error pipe of a spawn says: `None` at EOF (the child exec'd).
+fn exec_result(errors: std::os::fd::OwnedFd) -> Option<io::Error> {
+    let mut buf = Vec::with_capacity(4);
+    match File::from(errors).read_to_end(&mut buf) {
+        Ok(_) if buf.is_empty() => None,
+        Ok(_) => Some(match <[u8; 4]>::try_from(&buf[..]) {
+            Ok(b) => io::Error::from_raw_os_error(i32::from_ne_bytes(b)),
+            Err(_) => io::Error::other("garbled exec status"),
+        }),
+        Err(e) => Some(e),
+    }
 }
 
 /// Starts the logger of `--log-max-size`/`--log-timestamps` (in the start's cgroup,
@@ -325,34 +387,44 @@ pub fn logger(
     // The log is checked (and created, and given to --user) here, the way a log the
     // service writes itself is: a refused log fails the start instead of a silent logger.
     drop(open_log(log, creds)?);
+    let fail = |e: io::Error| Error::Os(format!("starting the log writer: {e}"));
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(errno_os)?;
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("pm-start")
-        .arg("--pm-logger")
-        .args(crate::logger::argv(
-            log,
-            rotation,
-            creds.map(|c| (c.uid.as_raw(), c.gid.as_raw())),
-            status,
-        ))
-        .stdin(File::from(r))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env("PM_NAME", name)
-        .env(crate::record::RUN_ID_VAR, run_id)
-        .current_dir("/");
-    // SAFETY: setsid and close_range/fcntl are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(io::Error::from)?;
-            crate::sys::cloexec_from(3)
-        });
+    let null = File::open("/dev/null").map_err(|e| Error::io("/dev/null", e))?;
+    let mut argv: Vec<OsString> = vec!["pm-start".into(), "--pm-logger".into()];
+    argv.extend(crate::logger::argv(
+        log,
+        rotation,
+        creds.map(|c| (c.uid.as_raw(), c.gid.as_raw())),
+        status,
+    ));
+    let env = environment(
+        None,
+        &[("PM_NAME", name), (crate::record::RUN_ID_VAR, run_id)],
+    );
+    let plan = crate::sys::ExecPlan::new(
+        Path::new("/proc/self/exe"),
+        None,
+        &argv,
+        &env,
+        Some(Path::new("/")),
+        [r.as_fd(), null.as_fd(), null.as_fd()],
+        None,
+        false,
+    )
+    .map_err(fail)?;
+    let cg_dir = match cg {
+        Some(cg) => Some(File::open(cg.path()).map_err(|e| Error::io(cg.path(), e))?),
+        None => None,
+    };
+    let born =
+        crate::sys::spawn_exec(&plan, cg_dir.as_ref().map(|d| d.as_fd()), None).map_err(fail)?;
+    drop((plan, r, null, cg_dir));
+    if let Some(e) = exec_result(born.errors) {
+        let _ = crate::sys::waitpid(born.pid, false);
+        return Err(fail(e));
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Os(format!("starting the log writer: {e}")))?;
-    if let Some(cg) = cg {
-        cg.join(child.id() as i32)?;
+    if let (Some(cg), false) = (cg, born.in_cgroup) {
+        cg.join(born.pid)?;
     }
     Ok(File::from(w))
 }
@@ -392,6 +464,7 @@ mod tests {
                 output: None,
                 user: None,
             },
+            None,
             &mut |_| Ok(()),
         )
         .map(Guard)
@@ -489,7 +562,7 @@ mod tests {
             output: None,
             user: None,
         };
-        let e = spawn(&spec, &mut |h| {
+        let e = spawn(&spec, None, &mut |h| {
             // The child exists, leads its own session, and has not run the command.
             let s = Stat::read(h.pid).unwrap().unwrap();
             assert_eq!((s.pgrp, s.session), (h.pid, h.pid));
@@ -503,7 +576,7 @@ mod tests {
             "the command ran although it was never recorded"
         );
         let mut seen = None;
-        let mut g = spawn(&spec, &mut |h| {
+        let mut g = spawn(&spec, None, &mut |h| {
             seen = Some(h.pid);
             Ok(())
         })
@@ -555,6 +628,65 @@ mod tests {
         );
         let e = run(&["true"], &dir.path().join("missing"), &[]).unwrap_err();
         assert!(e.to_string().contains("working directory"), "{e}");
+    }
+
+    #[test]
+    fn path_is_searched_by_the_child_as_the_user_like_execvp() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let Ok(nobody) = Credentials::resolve("nobody") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(dir.path(), 0o755);
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        mode(&out, 0o777);
+        // The same name in a directory only root may enter, then in a public one; neither
+        // has a #! line (ENOEXEC: run by /bin/sh, as execvp does).
+        for (sub, m) in [("hidden", 0o700), ("public", 0o755)] {
+            let d = dir.path().join(sub);
+            std::fs::create_dir(&d).unwrap();
+            let probe = d.join("pm-probe-x");
+            std::fs::write(&probe, format!("echo {sub} > {}/$(id -u)\n", out.display())).unwrap();
+            mode(&probe, 0o755);
+            mode(&d, m);
+        }
+        let path = format!(
+            "{}:{}:/usr/bin:/bin",
+            dir.path().join("hidden").display(),
+            dir.path().join("public").display()
+        );
+        let argv = vec!["pm-probe-x".to_string()];
+        for user in [Some(&nobody), None] {
+            let env = [("PATH".to_string(), path.clone())];
+            let mut g = Guard(
+                spawn(
+                    &SpawnSpec {
+                        argv: &argv,
+                        cwd: dir.path(),
+                        env: &env,
+                        base_env: Some(&[]),
+                        program: None,
+                        log: &dir.path().join("svc.log"),
+                        output: None,
+                        user,
+                    },
+                    None,
+                    &mut |_| Ok(()),
+                )
+                .unwrap(),
+            );
+            assert!(g.0.child.wait().unwrap().success());
+        }
+        let read = |uid: u32| std::fs::read_to_string(out.join(uid.to_string())).unwrap();
+        assert_eq!(read(nobody.uid.as_raw()), "public\n");
+        assert_eq!(read(0), "hidden\n");
     }
 
     #[test]

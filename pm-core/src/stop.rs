@@ -1232,6 +1232,7 @@ mod tests {
                 output: None,
                 user: None,
             },
+            None,
             &mut |_| Ok(()),
         )
         .unwrap();

@@ -545,13 +545,14 @@ impl Done {
 }
 
 /// The caller's variables that must not reach pm or a service: `PM_*`,
-/// `XDG_RUNTIME_DIR`, `NOTIFY_SOCKET`. `PM_CGROUP` is let through: `make test` runs the
-/// suite once as the host allows (cgroups where writable) and once with `PM_CGROUP=off`.
+/// `XDG_RUNTIME_DIR`, `NOTIFY_SOCKET`. `PM_CGROUP` and `PM_CLONE3` are let through: `make
+/// test` runs the suite once as the host allows (cgroups where writable, services born in
+/// them), once with `PM_CGROUP=off`, and the cgroup tests once more with `PM_CLONE3=off`.
 fn unclean_env() -> Vec<String> {
     std::env::vars_os()
         .map(|(k, _)| k.to_string_lossy().into_owned())
         .filter(|k| k.starts_with("PM_") || k == "XDG_RUNTIME_DIR" || k == "NOTIFY_SOCKET")
-        .filter(|k| k != "PM_CGROUP")
+        .filter(|k| k != "PM_CGROUP" && k != "PM_CLONE3")
         .collect()
 }
 

@@ -17,7 +17,7 @@ fn pages() -> Vec<Page> {
 With \\-\\-pidfile, a launcher that forks and exits 0 is followed to the PID its daemon writes into the file. \
 The service runs in a session of its own, with stdin /dev/null, stdout and stderr appended to its log, and no inherited file descriptor above 2. \
 PM_NAME is set to NAME in its environment; with \\-\\-ready notify also NOTIFY_SOCKET. \
-Where a cgroup v2 hierarchy is writable (as root, or in a delegated subtree), the service gets a cgroup of its own, made and joined before it runs; the limits are written into it first (see CONTAINMENT in pm(7)). \
+Where a cgroup v2 hierarchy is writable (as root, or in a delegated subtree), the service gets a cgroup of its own: made, and its limits written, before the service is created in it (see CONTAINMENT in pm(7)). \
 With \\-\\-restart on-failure or always, pm-start forks a monitor first, which runs the start, reports its outcome as this command's exit status, then stays as the service's parent: it records how the service ends (last_exit), restarts it after the restart delay and gives up after \\-\\-max-restarts (see SUPERVISION in pm(7)). \
 With \\-\\-log-max-size or \\-\\-log-timestamps the output goes through a logger process of the start that rotates and stamps whole lines (see LOGS in pm(7)).",
         },

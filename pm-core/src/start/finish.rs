@@ -2,7 +2,6 @@
 //! the spawn — the service not ready, an interrupt, a record that cannot be written —
 //! stops what was spawned before the start reports failure, with the one stop algorithm.
 
-use std::process::Child;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -210,7 +209,7 @@ pub fn stop_failed(
     rec: &Record,
     leader: Option<Handle>,
     born_after: u64,
-    mut child: Option<Child>,
+    mut child: Option<crate::spawn::Child>,
     signal: Signal,
     timeout: Duration,
 ) -> Result<Option<LastStop>> {

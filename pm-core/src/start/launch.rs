@@ -205,12 +205,8 @@ fn spawn_service(
             output: logger_out.as_ref(),
             user: creds,
         },
-        &mut |h| {
-            if let Some(cg) = cg {
-                cg.join(h.pid)?;
-            }
-            record_spawn(sd, spec, rec, h)
-        },
+        cg,
+        &mut |h| record_spawn(sd, spec, rec, h),
     );
     // Only the service may hold the logger's pipe: its end is the logger's EOF.
     drop(logger_out);

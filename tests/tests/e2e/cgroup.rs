@@ -873,6 +873,59 @@ fn a_leader_in_a_sub_cgroup_it_made_is_running_and_counted() {
     assert_nothing_left(&sb, "after pm-stop");
 }
 
+/// The leader is in its cgroup before it runs a single command: born there by
+/// clone3(CLONE_INTO_CGROUP), or (`PM_CLONE3=off`, the fallback for kernels that refuse it)
+/// moved there before the gate opens. Its first command reads its own cgroup; so does the
+/// `--log-max-size` logger's, which must be in it too.
+#[test]
+fn the_leader_runs_nothing_outside_its_cgroup_with_clone3_or_without() {
+    if cgroup_or_skip("first instruction in the cgroup").is_none() {
+        return;
+    }
+    let sb = Sandbox::new();
+    for (name, clone3) in [("born", "on"), ("moved", "off")] {
+        let out = sb.path(&format!("{name}.cg"));
+        let script = format!("cat /proc/$$/cgroup > {}; exec sleep 1000", s(&out));
+        let start = sb
+            .cmd("pm-start")
+            .env("PM_CGROUP", "on")
+            .env("PM_CLONE3", clone3)
+            .args([
+                name,
+                "--grace",
+                "0",
+                "--log-max-size",
+                "1M",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .output()
+            .unwrap();
+        assert_success(&start, "pm-start");
+        let leaf = leaf_of(&sb, name);
+        let pid = sb.pid(name).expect("pid");
+        // `>` creates the file before cat writes it: wait for the whole of it.
+        let read = || fs::read_to_string(&out).unwrap_or_default();
+        wait_until("the first command's output", || read().contains("\n0::"));
+        let seen = read();
+        assert!(
+            seen.lines().any(|l| l == format!("0::{}", rel(&leaf))),
+            "{name}: the leader's first command saw {seen:?}, not {}",
+            rel(&leaf)
+        );
+        // The service and its logger, nothing else, and both in the cgroup.
+        let live = live_in(&leaf);
+        assert_eq!(live.len(), 2, "{name}: {live:?}");
+        assert!(live.contains(&pid), "{name}: {live:?}");
+        assert_in(&leaf, &live);
+        assert_success(&on(&sb, "pm-stop", &[name]), "pm-stop");
+        assert_all_gone(name, &live);
+    }
+    assert_nothing_left(&sb, "after both stops");
+}
+
 // ---------------------------------------------------------------------------------------
 // 8. A record naming an unrelated process: never signalled, the cgroup still stopped
 
