@@ -632,8 +632,10 @@ impl Cgroup {
             })
             .filter(|s| !s.is_zombie())
             .collect();
-        let current = process::read_pseudo(self.path.join("memory.current"))
-            .ok()
+        let current = self
+            .has_memory_files()
+            .then(|| process::read_pseudo(self.path.join("memory.current")).ok())
+            .flatten()
             .and_then(|t| t.trim().parse::<u64>().ok());
         let (memory_bytes, memory_from) = match current {
             Some(m) => (m, "memory.current"),
@@ -656,6 +658,29 @@ impl Cgroup {
             memory_from,
             cpu_secs,
         }
+    }
+}
+
+impl Cgroup {
+    /// Whether the memory controller's files (memory.current) are in this cgroup: only
+    /// when its parent enables the controller for its children. Asked once per parent and
+    /// process: pm-status asks for every service, and a failed open of a kernfs file
+    /// costs as much as reading one.
+    fn has_memory_files(&self) -> bool {
+        static SEEN: std::sync::Mutex<Vec<(PathBuf, bool)>> = std::sync::Mutex::new(Vec::new());
+        let Some(parent) = self.path.parent() else {
+            return true;
+        };
+        let Ok(mut seen) = SEEN.lock() else {
+            return true;
+        };
+        if let Some((_, has)) = seen.iter().find(|(p, _)| p == parent) {
+            return *has;
+        }
+        let has = process::read_pseudo(parent.join("cgroup.subtree_control"))
+            .map_or(true, |t| t.split_whitespace().any(|c| c == "memory"));
+        seen.push((parent.to_path_buf(), has));
+        has
     }
 }
 

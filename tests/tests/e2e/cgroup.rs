@@ -794,9 +794,9 @@ fn no_cgroup_and_pm_cgroup_off_track_by_group_as_before() {
 
 #[test]
 fn status_json_reports_the_cgroup_and_counts_every_process_in_it() {
-    if cgroup_or_skip("cgroup containment").is_none() {
+    let Some(mount) = cgroup_or_skip("cgroup containment") else {
         return;
-    }
+    };
     let sb = Sandbox::new();
     // Three processes: the shell and two sleeps, one of them in a session of its own.
     let (leader, workers, cg) = start_two_workers(&sb, "web");
@@ -818,6 +818,23 @@ fn status_json_reports_the_cgroup_and_counts_every_process_in_it() {
     assert_eq!(j["usage"]["memory_from"], from, "{j}");
     assert!(j["usage"]["cpu_secs"].as_f64().is_some(), "{j}");
     assert!(j["limits"].is_null(), "{j}");
+    // With a memory limit the controller is on, and memory.current is what counts.
+    let controllers = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        let out = on(
+            &sb,
+            "pm-start",
+            &["capped", "--memory-max", "64M", "--", "sleep", "1000"],
+        );
+        assert_success(&out, "pm-start --memory-max");
+        let capped = leaf_of(&sb, "capped");
+        assert!(capped.join("memory.current").exists());
+        let j = json(&sb, "on", "capped");
+        assert_eq!(j["usage"]["memory_from"], "memory.current", "{j}");
+        assert_success(&on(&sb, "pm-stop", &["capped"]), "pm-stop capped");
+    } else {
+        skip("no cgroup v2 memory controller: memory.current in pm-status not tested");
+    }
 
     // One process fewer in the cgroup: counted.
     kill(Pid::from_raw(workers[0]), Signal::SIGKILL).unwrap();
