@@ -8,7 +8,7 @@
 //! the exec-error pipe still tells the caller "not found" or "permission denied" instead of
 //! a silent exit 127.
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -202,17 +202,22 @@ impl Child {
 }
 
 /// The environment of a spawn, as `KEY=VALUE` strings: `base` (the caller's when `None`)
-/// without `NOTIFY_SOCKET`, then `set` over it, a later value replacing an earlier one.
-fn environment(base: Option<&[(String, String)]>, set: &[(&str, &str)]) -> Vec<OsString> {
-    let mut env: Vec<(OsString, OsString)> = match base {
+/// without its `NOTIFY_SOCKET`, then `set` over it; one entry per key, the last value winning
+/// (as std's `Command` built it), so the PATH searched is the PATH the service sees.
+fn environment(base: Option<&[(String, String)]>, set: &[(&OsStr, &OsStr)]) -> Vec<OsString> {
+    let base: Vec<(OsString, OsString)> = match base {
         Some(b) => b.iter().map(|(k, v)| (k.into(), v.into())).collect(),
         None => std::env::vars_os().collect(),
     };
-    env.retain(|(k, _)| k != "NOTIFY_SOCKET");
-    for (k, v) in set {
-        match env.iter_mut().find(|(ek, _)| ek == k) {
-            Some(e) => e.1 = v.into(),
-            None => env.push((k.into(), v.into())),
+    let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(base.len() + set.len());
+    let given = base
+        .into_iter()
+        .filter(|(k, _)| k != "NOTIFY_SOCKET")
+        .chain(set.iter().map(|(k, v)| (k.into(), v.into())));
+    for (k, v) in given {
+        match env.iter_mut().find(|(ek, _)| *ek == k) {
+            Some(e) => e.1 = v,
+            None => env.push((k, v)),
         }
     }
     env.into_iter()
@@ -270,10 +275,18 @@ pub fn spawn(
         Some(out) => out.try_clone().map_err(|e| Error::io(spec.log, e))?,
         None => open_log(spec.log, spec.user)?,
     };
-    let mut set: Vec<(&str, &str)> = spec.env.iter().map(|(k, v)| (&**k, &**v)).collect();
+    let mut set: Vec<(&OsStr, &OsStr)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
     if let Some(c) = spec.user {
-        let home = c.home.to_str().unwrap_or("/");
-        set.extend([("USER", &*c.user), ("LOGNAME", &*c.user), ("HOME", home)]);
+        let user: &OsStr = c.user.as_ref();
+        set.extend([
+            ("USER".as_ref(), user),
+            ("LOGNAME".as_ref(), user),
+            ("HOME".as_ref(), c.home.as_os_str()),
+        ]);
     }
     let env = environment(spec.base_env, &set);
     // Without a resolved program the child searches PATH (the one it will run with).
@@ -302,6 +315,35 @@ pub fn spawn(
         true,
     )
     .map_err(exec_error)?;
+    drop((log, null));
+    let (child, handle) = launch(&plan, cgroup, &program, before_exec).map_err(|e| match e {
+        Launch::Exec(e) => exec_error(e),
+        Launch::Pm(e) => e,
+    })?;
+    Ok(Spawned { child, handle })
+}
+
+/// Why a [`launch`] failed: the child's own exec (or a step before it), or pm's side.
+enum Launch {
+    Exec(io::Error),
+    Pm(Error),
+}
+
+impl From<Error> for Launch {
+    fn from(e: Error) -> Launch {
+        Launch::Pm(e)
+    }
+}
+
+/// Creates the child of `plan` (in `cgroup` if given) behind its gate: `before_exec`
+/// runs once it exists, in its session and its cgroup, and before it may exec; then
+/// waits for the exec. Every failure leaves no child behind, reaped.
+fn launch(
+    plan: &crate::sys::ExecPlan,
+    cgroup: Option<&crate::cgroup::Cgroup>,
+    program: &str,
+    before_exec: &mut dyn FnMut(&Handle) -> Result<()>,
+) -> std::result::Result<(Child, Handle), Launch> {
     let cg_dir = match cgroup {
         Some(cg) => Some(File::open(cg.path()).map_err(|e| Error::io(cg.path(), e))?),
         None => None,
@@ -314,9 +356,9 @@ pub fn spawn(
         go: go_r.as_fd(),
         go_w: go_w.as_fd(),
     };
-    let born = crate::sys::spawn_exec(&plan, cg_dir.as_ref().map(|d| d.as_fd()), Some(&gate))
+    let born = crate::sys::spawn_exec(plan, cg_dir.as_ref().map(|d| d.as_fd()), Some(&gate))
         .map_err(|e| Error::Os(format!("{program}: cannot create the process: {e}")))?;
-    drop((ready_w, go_r, plan, log, null, cg_dir));
+    drop((ready_w, go_r, cg_dir));
     let mut child = Child {
         pid: born.pid,
         status: None,
@@ -345,16 +387,16 @@ pub fn spawn(
             let _ = child.wait();
             // A child that failed before its gate (dup2, chdir, setsid) said why.
             return Err(match exec_result(born.errors) {
-                Some(x) if x.raw_os_error() != Some(libc::ECANCELED) => exec_error(x),
-                _ => e,
+                Some(x) if x.raw_os_error() != Some(libc::ECANCELED) => Launch::Exec(x),
+                _ => Launch::Pm(e),
             });
         }
     };
     match exec_result(born.errors) {
-        None => Ok(Spawned { child, handle }),
+        None => Ok((child, handle)),
         Some(e) => {
             let _ = child.wait();
-            Err(exec_error(e))
+            Err(Launch::Exec(e))
         }
     }
 }
@@ -399,7 +441,10 @@ pub fn logger(
     ));
     let env = environment(
         None,
-        &[("PM_NAME", name), (crate::record::RUN_ID_VAR, run_id)],
+        &[
+            ("PM_NAME".as_ref(), name.as_ref()),
+            (crate::record::RUN_ID_VAR.as_ref(), run_id.as_ref()),
+        ],
     );
     let plan = crate::sys::ExecPlan::new(
         Path::new("/proc/self/exe"),
@@ -412,20 +457,14 @@ pub fn logger(
         false,
     )
     .map_err(fail)?;
-    let cg_dir = match cg {
-        Some(cg) => Some(File::open(cg.path()).map_err(|e| Error::io(cg.path(), e))?),
-        None => None,
-    };
-    let born =
-        crate::sys::spawn_exec(&plan, cg_dir.as_ref().map(|d| d.as_fd()), None).map_err(fail)?;
-    drop((plan, r, null, cg_dir));
-    if let Some(e) = exec_result(born.errors) {
-        let _ = crate::sys::waitpid(born.pid, false);
-        return Err(fail(e));
-    }
-    if let (Some(cg), false) = (cg, born.in_cgroup) {
-        cg.join(born.pid)?;
-    }
+    drop(null);
+    // Behind a gate like the service, so it never runs outside the cgroup; it is not
+    // waited for (it ends at the service's EOF, after this process, as a rule).
+    launch(&plan, cg, "the log writer", &mut |_| Ok(())).map_err(|e| match e {
+        Launch::Exec(e) => fail(e),
+        Launch::Pm(e) => e,
+    })?;
+    drop(r);
     Ok(File::from(w))
 }
 
@@ -687,6 +726,24 @@ mod tests {
         let read = |uid: u32| std::fs::read_to_string(out.join(uid.to_string())).unwrap();
         assert_eq!(read(nobody.uid.as_raw()), "public\n");
         assert_eq!(read(0), "hidden\n");
+    }
+
+    #[test]
+    fn one_entry_per_variable_the_last_winning_and_only_our_notify_socket() {
+        let base: Vec<(String, String)> = [("PATH", "/a"), ("X", "1"), ("PATH", "/b")]
+            .iter()
+            .chain(&[("NOTIFY_SOCKET", "/run/s")])
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let set: [(&OsStr, &OsStr); 2] = [
+            ("X".as_ref(), "2".as_ref()),
+            ("NOTIFY_SOCKET".as_ref(), "/x".as_ref()),
+        ];
+        assert_eq!(
+            environment(Some(&base), &set),
+            ["PATH=/b", "X=2", "NOTIFY_SOCKET=/x"]
+        );
+        assert_eq!(environment(Some(&base), &[]), ["PATH=/b", "X=1"]);
     }
 
     #[test]

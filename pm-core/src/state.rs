@@ -322,6 +322,17 @@ impl StateDir {
     /// Every record, oldest start first (never-started ones first of all, by name).
     /// A record that cannot be read is listed with its error, not dropped.
     pub fn list(&self) -> Result<Vec<(Name, Result<Record>)>> {
+        self.list_keeping(true)
+    }
+
+    /// [`StateDir::list`] for reports: each record's `environment` (most of its size) is
+    /// dropped as soon as it is read, so a thousand records do not sit in memory with a
+    /// thousand copies of the caller's environment. Never write these records back.
+    pub fn list_for_report(&self) -> Result<Vec<(Name, Result<Record>)>> {
+        self.list_keeping(false)
+    }
+
+    fn list_keeping(&self, environment: bool) -> Result<Vec<(Name, Result<Record>)>> {
         let dir = match fs::read_dir(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -339,7 +350,10 @@ impl StateDir {
             }
         }
         let read = crate::parallel::map(names, |name| {
-            let rec = self.read_record(&name);
+            let mut rec = self.read_record(&name);
+            if let (Ok(Some(r)), false) = (&mut rec, environment) {
+                r.environment = Vec::new();
+            }
             (name, rec)
         });
         let mut out = Vec::with_capacity(read.len());

@@ -1188,10 +1188,7 @@ pub fn stop_inspected(
             r.stopping = j;
         }
         if outcome.is_success() {
-            r.phase = Phase::Stopped;
-            r.starter = None;
-            r.stopping.clear();
-            r.restart_at = None;
+            r.set_stopped();
         }
         sd.write_record(&r)?;
     }

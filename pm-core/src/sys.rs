@@ -186,7 +186,8 @@ pub struct ExecPlan {
     stdio: [OwnedFd; 3],
     /// Supplementary groups, gid, uid to switch to.
     creds: Option<(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)>,
-    /// Signal dispositions back to default and an empty mask (a service); else inherited.
+    /// Signal dispositions back to default (a service); else inherited. The mask is
+    /// always emptied.
     reset_signals: bool,
 }
 
@@ -446,6 +447,10 @@ unsafe fn child_main(
         if libc::setsid() < 0 {
             fail(errno());
         }
+        // The mask is never inherited: pm-start blocks the signals it waits for.
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         if plan.reset_signals {
             // Signals ignored by whoever ran pm-start (a background job of a script ignores INT
             // and QUIT, nohup ignores HUP) must not stay ignored in the service, or a
@@ -455,9 +460,6 @@ unsafe fn child_main(
                     libc::signal(sig, libc::SIG_DFL);
                 }
             }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         }
         if let Some(g) = gate {
             // Say we exist (in our own session now), then wait for the go. Only the parent
@@ -479,10 +481,15 @@ unsafe fn child_main(
                 fail(libc::ECANCELED);
             }
         }
+        // The raw system calls, not glibc's wrappers: those make every thread of the
+        // process change ids (setxid), walking a thread list copied from a parent that
+        // may have had other threads, and can wait forever for threads that do not
+        // exist here. The kernel's ids are per thread, and this process has one.
         if let Some((groups, gid, uid)) = &plan.creds {
-            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-                || libc::setgid(*gid) < 0
-                || libc::setuid(*uid) < 0
+            let (g, u) = (*gid as libc::c_long, *uid as libc::c_long);
+            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0
+                || libc::syscall(libc::SYS_setresgid, g, g, g) < 0
+                || libc::syscall(libc::SYS_setresuid, u, u, u) < 0
             {
                 fail(errno());
             }
@@ -501,7 +508,8 @@ unsafe fn child_main(
                     fail(errno())
                 }
                 libc::EACCES => denied = true,
-                libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG => {}
+                // What glibc's execvp skips too; anything else ends the search.
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
                 e => fail(e),
             }
         }
@@ -606,6 +614,64 @@ mod tests {
         let status = waitpid(born.pid, false).unwrap().unwrap();
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         assert!(marker.exists());
+    }
+
+    /// glibc's setuid in a child cloned from a process whose other threads come and go
+    /// can wait forever for threads that are not there (seen within seconds with the
+    /// wrappers); the raw system calls cannot.
+    #[test]
+    fn ids_are_switched_while_other_threads_come_and_go() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::thread::spawn(|| {}).join();
+                }
+            })
+        };
+        let null = File::open("/dev/null").unwrap();
+        let plan = ExecPlan::new(
+            "/bin/true".as_ref(),
+            None,
+            &["true".into()],
+            &[],
+            None,
+            [null.as_fd(), null.as_fd(), null.as_fd()],
+            Some((vec![0], 0, 0)),
+            true,
+        )
+        .unwrap();
+        let mut hung = None;
+        for _ in 0..300 {
+            let born = spawn_exec(&plan, None, None).unwrap();
+            let fd = born.pidfd.as_ref().map(|f| f.as_fd());
+            let done = match fd {
+                Some(fd) => {
+                    let mut p = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                    nix::poll::poll(&mut p, nix::poll::PollTimeout::from(10_000u16)).unwrap() == 1
+                }
+                None => true,
+            };
+            if !done {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(born.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                hung = Some(born.pid);
+            }
+            let status = waitpid(born.pid, false).unwrap().unwrap();
+            if hung.is_some() {
+                break;
+            }
+            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        assert_eq!(hung, None, "a child hung before exec");
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn records(
 ) -> Result<Vec<(Name, pm_core::Result<Option<Record>>)>> {
     if names.is_empty() {
         return Ok(sd
-            .list()?
+            .list_for_report()?
             .into_iter()
             .map(|(n, r)| (n, r.map(Some)))
             .collect());
@@ -125,7 +125,11 @@ const JSON_BATCH: usize = 256;
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
     if cli.complete_names {
-        let names: String = sd.list()?.iter().map(|(n, _)| format!("{n}\n")).collect();
+        let names: String = sd
+            .list_for_report()?
+            .iter()
+            .map(|(n, _)| format!("{n}\n"))
+            .collect();
         out(&names)?;
         return Ok(Code::Ok.into());
     }
