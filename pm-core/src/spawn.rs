@@ -1,7 +1,7 @@
 //! Starting a service detached: its own session, no terminal, no inherited fds, born in
 //! its cgroup.
 //!
-//! The child is made by our own clone3/fork and exec path ([`crate::sys::spawn_exec`]),
+//! The child is made by our own clone3/fork and exec path (`sys::spawn_exec`),
 //! not std's `Command`, because only clone3 can create a process inside a cgroup. Every
 //! inherited fd >= 3 is closed at exec, so `x=$(pm-start ...)`, a Make jobserver or a CI
 //! pipe never waits on the service; they are *marked* close-on-exec rather than closed, so
