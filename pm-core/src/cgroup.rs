@@ -21,11 +21,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::name::Name;
 use crate::process::{self, Stat};
+pub use crate::record::Limits;
 
 /// `PM_CGROUP`: `off` forces process-group tracking, `on` makes a missing hierarchy an
 /// error, `auto` (or unset) uses a cgroup where one can be made.
@@ -58,26 +59,20 @@ impl Want {
     }
 }
 
-/// Resource limits written into a service's cgroup before it runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Limits {
-    /// `memory.max`, bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory_max: Option<u64>,
-    /// `cpu.max`: "QUOTA PERIOD" in microseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_max: Option<String>,
-    /// `pids.max`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pids_max: Option<u64>,
+impl crate::record::Record {
+    /// This start's cgroup, if it has one that pm could have made for it in state
+    /// directory `sd` (see [`Cgroup::from_record`]) and it is from this boot.
+    pub fn cgroup(&self, sd: &crate::StateDir) -> Option<Cgroup> {
+        let path = self.cgroup.as_deref()?;
+        if !self.this_boot() {
+            return None;
+        }
+        let id = sd.cgroup_id(false)?;
+        Cgroup::from_record(path, &self.name, self.run_id.as_deref(), &id)
+    }
 }
 
 impl Limits {
-    pub fn is_empty(&self) -> bool {
-        *self == Limits::default()
-    }
-
     /// (controller, interface file, value, option) for each limit that is set.
     fn entries(&self) -> Vec<(&'static str, &'static str, String, &'static str)> {
         let mut out = Vec::new();

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// Rotated files kept by default.
-pub const DEFAULT_KEEP: u32 = 5;
+pub use crate::record::{Rotation, DEFAULT_KEEP};
+
 /// A line longer than this is written in pieces (each piece ends with a newline).
 pub const MAX_LINE: usize = 64 << 10;
 /// Output held while the log cannot be written; beyond it the oldest lines are dropped.
@@ -40,28 +40,6 @@ const ROTATE_RETRY: Duration = Duration::from_secs(1);
 const EOF_GRACE: Duration = Duration::from_secs(2);
 /// pm's own notices held at most (they are short; only a flood of failures fills this).
 const NOTICES_MAX: usize = 64 << 10;
-
-/// How the log is written, as remembered in the record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Rotation {
-    /// Rotate before a line would take the log past this many bytes.
-    pub max_size: Option<u64>,
-    /// Rotated files kept (`LOG.1` … `LOG.N`).
-    pub keep: u32,
-    /// Prefix each line with its arrival time (RFC 3339 UTC, milliseconds).
-    pub timestamps: bool,
-}
-
-impl Default for Rotation {
-    fn default() -> Self {
-        Rotation {
-            max_size: None,
-            keep: DEFAULT_KEEP,
-            timestamps: false,
-        }
-    }
-}
 
 impl Rotation {
     /// As arguments of the logger's hidden command line.

@@ -12,24 +12,13 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::process::{self, Handle};
+pub use crate::record::{
+    Exit, Policy, Restart, DEFAULT_DELAY, DEFAULT_MAX_RESTARTS, DEFAULT_WINDOW,
+};
 use crate::record::{Proc, Record};
-
-/// When the monitor restarts the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Policy {
-    /// Never (no monitor at all): pm's daemonless default.
-    #[default]
-    No,
-    /// After an exit with a non-zero code or by a signal.
-    OnFailure,
-    /// After any exit, a clean one too.
-    Always,
-}
 
 impl Policy {
     pub fn parse(s: &str) -> Result<Policy> {
@@ -63,38 +52,8 @@ impl Policy {
     }
 }
 
-/// Default first delay before a restart; it doubles after each restart up to [`MAX_DELAY`].
-pub const DEFAULT_DELAY: Duration = Duration::from_millis(100);
 /// The delay never grows past this (or past `--restart-delay`, if that is longer).
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
-/// Default flapping limit: more than this many restarts within [`DEFAULT_WINDOW`] gives up.
-pub const DEFAULT_MAX_RESTARTS: u32 = 5;
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
-
-/// A record's restart settings (`--restart`, `--restart-delay`, `--max-restarts N/WINDOW`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Restart {
-    pub policy: Policy,
-    #[serde(with = "crate::record::millis", rename = "delay_ms")]
-    pub delay: Duration,
-    /// 0: never give up.
-    pub max_restarts: u32,
-    #[serde(with = "crate::record::millis", rename = "window_ms")]
-    pub window: Duration,
-}
-
-impl Default for Restart {
-    fn default() -> Self {
-        Restart {
-            policy: Policy::No,
-            delay: DEFAULT_DELAY,
-            max_restarts: DEFAULT_MAX_RESTARTS,
-            window: DEFAULT_WINDOW,
-        }
-    }
-}
-
 impl Restart {
     /// The delay before restart number `n` (1-based) of a run of quick failures: the first
     /// delay, doubled each time, capped.
@@ -127,24 +86,6 @@ pub fn parse_max_restarts(s: &str) -> Result<(u32, Option<Duration>)> {
         });
     }
     Ok((n, w))
-}
-
-/// How the service's main process ended, as its parent (the monitor) was told.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct Exit {
-    /// Exit code, when it exited.
-    pub code: Option<i32>,
-    /// Short signal name (`SEGV`), when a signal killed it.
-    pub signal: Option<String>,
-    /// It dumped core.
-    pub core: bool,
-    /// RFC 3339 UTC.
-    pub at: String,
-    /// Set when the status could not be read (the process was not the monitor's child,
-    /// or a restart failed before its process ran): what is known instead.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
 }
 
 impl Exit {

@@ -238,6 +238,19 @@ impl crate::record::Starter {
 }
 
 impl crate::record::Record {
+    /// Is this record from the running boot? Start times, PIDs, groups and sessions of
+    /// another boot say nothing about today's processes.
+    pub fn this_boot(&self) -> bool {
+        self.boot_id.is_some() && self.boot_id.as_deref() == boot_id().ok().as_deref()
+    }
+
+    /// The identity gate's lower bound: no process that started before the recorded
+    /// launch (this boot only) can be this start's — not a daemon named by a PID file,
+    /// not `MAINPID=`, not a group or session member, not a descendant.
+    pub fn born_after(&self) -> Option<u64> {
+        self.start_time.filter(|_| self.this_boot())
+    }
+
     /// The recorded main process's identity, if the record has one.
     pub fn identity(&self) -> Option<Expect> {
         Some(Expect::started(self.start_time?, self.boot_id.as_deref()?))

@@ -105,6 +105,117 @@ impl Failure {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The settings and outcomes a record holds. They are defined here, below everything that
+// acts on them (the monitor, the logger, cgroups): those modules add the behaviour.
+
+/// When the monitor restarts the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Never (no monitor at all): pm's daemonless default.
+    #[default]
+    No,
+    /// After an exit with a non-zero code or by a signal.
+    OnFailure,
+    /// After any exit, a clean one too.
+    Always,
+}
+
+/// Default first delay before a restart; it doubles after each restart up to `monitor::MAX_DELAY`.
+pub const DEFAULT_DELAY: Duration = Duration::from_millis(100);
+/// Default flapping limit: more than this many restarts within [`DEFAULT_WINDOW`] gives up.
+pub const DEFAULT_MAX_RESTARTS: u32 = 5;
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+
+/// A record's restart settings (`--restart`, `--restart-delay`, `--max-restarts N/WINDOW`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Restart {
+    pub policy: Policy,
+    #[serde(with = "millis", rename = "delay_ms")]
+    pub delay: Duration,
+    /// 0: never give up.
+    pub max_restarts: u32,
+    #[serde(with = "millis", rename = "window_ms")]
+    pub window: Duration,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            policy: Policy::No,
+            delay: DEFAULT_DELAY,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// How the service's main process ended, as its parent (the monitor) was told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Exit {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Short signal name (`SEGV`), when a signal killed it.
+    pub signal: Option<String>,
+    /// It dumped core.
+    pub core: bool,
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// Set when the status could not be read (the process was not the monitor's child,
+    /// or a restart failed before its process ran): what is known instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Default `--log-keep`: rotated logs kept.
+pub const DEFAULT_KEEP: u32 = 5;
+
+/// How the log is written, as remembered in the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rotation {
+    /// Rotate before a line would take the log past this many bytes.
+    pub max_size: Option<u64>,
+    /// Rotated files kept (`LOG.1` … `LOG.N`).
+    pub keep: u32,
+    /// Prefix each line with its arrival time (RFC 3339 UTC, milliseconds).
+    pub timestamps: bool,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_size: None,
+            keep: DEFAULT_KEEP,
+            timestamps: false,
+        }
+    }
+}
+
+/// Resource limits written into a service's cgroup before it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// `memory.max`, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<u64>,
+    /// `cpu.max`: "QUOTA PERIOD" in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_max: Option<String>,
+    /// `pids.max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u64>,
+}
+
+impl Limits {
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
 /// `STATE/NAME.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -143,14 +254,14 @@ pub struct Record {
     /// stop that was killed half-way can be finished by the next one.
     pub stopping: Vec<Proc>,
     /// This start's cgroup (absolute path), where the start has one: then the cgroup is
-    /// the service (see [`crate::cgroup`]).
+    /// the service (see the cgroup module).
     pub cgroup: Option<PathBuf>,
     /// `--no-cgroup`, remembered for restarts from the record.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub no_cgroup: bool,
     /// `--memory-max`, `--cpu-max`, `--pids-max`, remembered and applied on each start.
-    #[serde(skip_serializing_if = "crate::cgroup::Limits::is_empty")]
-    pub limits: crate::cgroup::Limits,
+    #[serde(skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
     /// Decoded once, valid when decoded: a record naming an unknown signal is corrupt.
     #[serde(with = "signal_name")]
     pub stop_signal: Signal,
@@ -165,20 +276,20 @@ pub struct Record {
     pub failure: Option<Failure>,
     /// `--restart` and its settings; `None` (the default): no monitor.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub restart: Option<crate::monitor::Restart>,
+    pub restart: Option<Restart>,
     /// The monitor supervising this start, by identity.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<Proc>,
     /// How the supervised service last ended.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_exit: Option<crate::monitor::Exit>,
+    pub last_exit: Option<Exit>,
     /// Restarts by the monitor since the service was started by hand.
     #[serde(skip_serializing_if = "is_zero")]
     pub restarts: u32,
     /// `--log-max-size`, `--log-keep`, `--log-timestamps`: the log is written by a logger
-    /// process (see [`crate::logger`]); `None`: the service writes it directly.
+    /// process (see the logger module); `None`: the service writes it directly.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_rotation: Option<crate::logger::Rotation>,
+    pub log_rotation: Option<Rotation>,
     /// In phase `backoff`: when the monitor starts the service again (RFC 3339 UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<String>,
@@ -218,7 +329,7 @@ impl Default for Record {
             stopping: Vec::new(),
             cgroup: None,
             no_cgroup: false,
-            limits: crate::cgroup::Limits::default(),
+            limits: Limits::default(),
             stop_signal: DEFAULT_STOP_SIGNAL,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             grace: None,
@@ -302,31 +413,6 @@ impl Record {
             Some(id) => format!("{RUN_ID_VAR}={id}"),
             None => format!("PM_NAME={}", self.name),
         }
-    }
-
-    /// Is this record from the running boot? Start times, PIDs, groups and sessions of
-    /// another boot say nothing about today's processes.
-    pub fn this_boot(&self) -> bool {
-        self.boot_id.is_some()
-            && self.boot_id.as_deref() == crate::process::boot_id().ok().as_deref()
-    }
-
-    /// The identity gate's lower bound: no process that started before the recorded
-    /// launch (this boot only) can be this start's — not a daemon named by a PID file,
-    /// not `MAINPID=`, not a group or session member, not a descendant.
-    pub fn born_after(&self) -> Option<u64> {
-        self.start_time.filter(|_| self.this_boot())
-    }
-
-    /// This start's cgroup, if it has one that pm could have made for it in state
-    /// directory `sd` (see [`crate::cgroup::Cgroup::from_record`]) and it is from this boot.
-    pub fn cgroup(&self, sd: &crate::StateDir) -> Option<crate::cgroup::Cgroup> {
-        let path = self.cgroup.as_deref()?;
-        if !self.this_boot() {
-            return None;
-        }
-        let id = sd.cgroup_id(false)?;
-        crate::cgroup::Cgroup::from_record(path, &self.name, self.run_id.as_deref(), &id)
     }
 
     /// `started_at` parsed, for ordering; records never started sort first.

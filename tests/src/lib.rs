@@ -678,15 +678,53 @@ pub fn free_port() -> u16 {
     // connection (a readiness probe, a client) can be given the port between this check
     // and the test's own bind; and a counter, so two tests of this run never get the same
     // one. The PID spreads concurrent runs apart.
+    //
+    // The probe binds without listening, with SO_REUSEADDR: a child that another thread
+    // of this test process forks at that moment may hold a copy of the probe until it
+    // execs, and a copy of a *listening* probe would keep the port (EADDRINUSE for the
+    // test's own listener, seen in CI); a bound, non-listening copy does not.
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let base = 20_000 + std::process::id() % 6_000;
     for _ in 0..6_000 {
         let port = (base + NEXT.fetch_add(1, Ordering::Relaxed) % 6_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if port_is_free(port) {
             return port;
         }
     }
     panic!("no free TCP port on 127.0.0.1 in 20000-31999");
+}
+
+/// Whether nothing listens on (or is connected from) 127.0.0.1:`port`.
+fn port_is_free(port: u16) -> bool {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    setsockopt(&fd, sockopt::ReuseAddr, &true).is_ok()
+        && bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::new(127, 0, 0, 1, port),
+        )
+        .is_ok()
+}
+
+/// A listener of the test's own on a free 127.0.0.1 port (bound at once: no gap in
+/// which anything else can take the port).
+pub fn listen_on_free_port() -> (u16, std::net::TcpListener) {
+    for _ in 0..100 {
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", free_port())) {
+            let port = l.local_addr().expect("local_addr").port();
+            return (port, l);
+        }
+    }
+    panic!("could not listen on a free TCP port on 127.0.0.1");
 }
 
 /// Writes an executable script into the sandbox and returns its path.

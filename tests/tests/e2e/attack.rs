@@ -692,8 +692,7 @@ fn tcp_ready_needs_the_services_own_listener() {
         return;
     }
     let sb = Sandbox::new();
-    let port = free_port();
-    let theirs = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (port, theirs) = listen_on_free_port();
     assert_not_ready_within_2s(&sb, "x", &format!("tcp:{port}"), &[]);
     drop(theirs);
 
