@@ -19,6 +19,7 @@ use regex_lite::Regex;
 use crate::error::{Error, Result};
 use crate::pidfile;
 use crate::process::{self, Expect, Lineage, Verdict};
+use crate::sys;
 
 /// One `--ready` check.
 #[derive(Debug, Clone)]
@@ -594,28 +595,8 @@ impl ExecProbe {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let creds = self.user.clone();
-        // SAFETY: setpgid, dup2, fcntl and setgroups/setgid/setuid are async-signal-safe;
-        // nothing allocates.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                // dup2 onto itself keeps close-on-exec: clear it by hand in that case.
-                let lifeline = if raw == 3 {
-                    libc::fcntl(3, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(raw, 3)
-                };
-                if libc::setpgid(0, 0) != 0 || lifeline < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if let Some(c) = &creds {
-                    nix::unistd::setgroups(&c.groups).map_err(io::Error::from)?;
-                    nix::unistd::setgid(c.gid).map_err(io::Error::from)?;
-                    nix::unistd::setuid(c.uid).map_err(io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
+        let creds = self.user.as_ref().map(|c| (c.groups.clone(), c.gid, c.uid));
+        sys::probe_pre_exec(&mut cmd, raw, creds);
         let child = cmd.spawn();
         drop(life_r);
         match child {

@@ -116,6 +116,37 @@ pub fn default_action(sig: Signal) {
     let _ = unsafe { sigaction(sig, &default) };
 }
 
+/// Sets up a readiness probe's child between fork and exec: its own process group (so a
+/// timed-out probe is killed whole), `lifeline` as fd 3 (the probe wrapper exits when pm's
+/// end closes), then the service's credentials.
+pub fn probe_pre_exec(
+    cmd: &mut std::process::Command,
+    lifeline: i32,
+    creds: Option<(Vec<nix::unistd::Gid>, nix::unistd::Gid, nix::unistd::Uid)>,
+) {
+    // SAFETY: setpgid, dup2, fcntl and setgroups/setgid/setuid are async-signal-safe;
+    // nothing allocates.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            // dup2 onto itself keeps close-on-exec: clear it by hand in that case.
+            let fd = if lifeline == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(lifeline, 3)
+            };
+            if libc::setpgid(0, 0) != 0 || fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some((groups, gid, uid)) = &creds {
+                nix::unistd::setgroups(groups).map_err(io::Error::from)?;
+                nix::unistd::setgid(*gid).map_err(io::Error::from)?;
+                nix::unistd::setuid(*uid).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `fork(2)`, refused unless this process has a single thread: only then may the child
 /// run arbitrary code (no lock of another thread is held forever in it).
 pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
