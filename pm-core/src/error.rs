@@ -86,6 +86,14 @@ pub enum Error {
     /// kernel refused, `PM_CGROUP=on` without a hierarchy).
     #[error("cgroup: {0}")]
     Cgroup(String),
+
+    /// A services file that cannot be read or is not a valid stack.
+    #[error("{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Stack {
+        file: PathBuf,
+        line: Option<usize>,
+        msg: String,
+    },
 }
 
 fn exec_reason(kind: ExecFailure, err: &io::Error) -> String {
@@ -112,7 +120,8 @@ impl Error {
             | Error::InvalidTemplate { .. }
             | Error::InvalidSignal(_)
             | Error::InvalidDuration(_)
-            | Error::InvalidArgument { .. } => Code::Usage,
+            | Error::InvalidArgument { .. }
+            | Error::Stack { .. } => Code::Usage,
             Error::NoRecord(_) => Code::Unknown,
             _ => Code::Failure,
         }

@@ -26,6 +26,7 @@ pub mod record;
 pub mod report;
 pub mod signal;
 pub mod spawn;
+pub mod stack;
 pub mod start;
 pub mod state;
 pub mod status;

@@ -216,6 +216,39 @@ impl Limits {
     }
 }
 
+/// What a stack service waits for of a service it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Condition {
+    /// Its start returned: running past its grace time (and its ready checks, if any).
+    Started,
+    /// Running, and every ready check passed.
+    Ready,
+    /// A oneshot task that exited 0.
+    Succeeded,
+}
+
+/// One dependency of a stack service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Need {
+    pub name: String,
+    pub condition: Condition,
+}
+
+/// What the record of a service started by pm-up keeps of its stack: pm-down orders its
+/// stops by `needs`, whatever the file says by then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Member {
+    /// The services file (absolute).
+    pub file: PathBuf,
+    pub needs: Vec<Need>,
+    pub tags: Vec<String>,
+    /// The service's definition as pm-up read it: a later pm-up restarts the service only
+    /// when the file's definition differs.
+    pub definition: serde_json::Value,
+}
+
 /// `STATE/NAME.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -297,6 +330,9 @@ pub struct Record {
     /// directory, say), when it could still say so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor_end: Option<Failure>,
+    /// Started by pm-up from a services file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Member>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -344,6 +380,7 @@ impl Default for Record {
             restart_at: None,
             log_rotation: None,
             monitor_end: None,
+            stack: None,
         }
     }
 }

@@ -181,6 +181,7 @@ impl Cli {
             log_max_size: self.log_max_size,
             log_keep: self.log_keep,
             log_timestamps: self.log_timestamps,
+            stack: None,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Request {
     pub log_max_size: Option<u64>,
     pub log_keep: Option<u32>,
     pub log_timestamps: bool,
+    /// Started by pm-up: what the record keeps of the stack.
+    pub stack: Option<record::Member>,
 }
 
 impl Request {
@@ -95,6 +97,8 @@ pub(crate) struct Spec {
     pub(crate) print_pid: bool,
     /// `--log-max-size`, `--log-keep`, `--log-timestamps`; `None`: no logger process.
     pub(crate) log_rotation: Option<Rotation>,
+    /// See [`Record::stack`].
+    pub(crate) stack: Option<record::Member>,
 }
 
 /// The caller's environment as a service's base environment: without the variables pm
@@ -213,6 +217,7 @@ impl Spec {
             }
         };
         Ok(Spec {
+            stack: cli.stack.clone().or_else(|| rec.and_then(|r| r.stack.clone())),
             log_rotation,
             restart,
             print_pid: cli.print_pid,
@@ -261,6 +266,7 @@ impl Spec {
             exe: self.exe.clone(),
             environment: self.environment.clone(),
             log_rotation: self.log_rotation.clone(),
+            stack: self.stack.clone(),
             ..Record::default()
         }
     }

@@ -1,0 +1,633 @@
+//! Stacks: a file of services with dependencies (`pm.toml`), brought up by pm-up in
+//! dependency order and taken down by pm-down in the reverse order.
+//!
+//! The file is only read by pm-up. Each service it starts records what it needs, its tags
+//! and the definition it was started from ([`crate::record::Member`]), so pm-down orders
+//! its stops from what is running, not from a file that may have been edited since, and
+//! a later pm-up can tell an unchanged service (left alone) from a changed one
+//! (restarted).
+
+pub mod down;
+pub mod up;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::record::{Condition, Member, Need};
+use crate::start::Request;
+use crate::Name;
+
+/// The file pm-up and pm-down read when no `-f FILE` is given.
+pub const DEFAULT_FILE: &str = "pm.toml";
+
+/// Larger files are refused rather than read: a services file is a few kilobytes.
+const MAX_FILE: u64 = 4 << 20;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    #[serde(default)]
+    services: BTreeMap<String, Spanned<ServiceToml>>,
+}
+
+/// A command: a string runs under `/bin/sh -c`, an array is run as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum CommandToml {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+/// One value or a list of them (`ready = "tcp:80"` or `ready = ["tcp:80", "file:x"]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `needs = ["db"]` (each must be ready) or `needs = { db = "ready", migrate = "succeeded" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum NeedsToml {
+    List(Vec<String>),
+    Map(BTreeMap<String, Condition>),
+}
+
+/// A size or a count: `"512M"` or `536870912`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum SizeToml {
+    Number(u64),
+    Text(String),
+}
+
+impl SizeToml {
+    fn text(&self) -> String {
+        match self {
+            SizeToml::Number(n) => n.to_string(),
+            SizeToml::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// A service as written. Serialized (with `cwd` made absolute and `env_file` read) it is
+/// the definition a record keeps, to tell whether the file changed since the start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceToml {
+    command: CommandToml,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cwd: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    env_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ready: Option<OneOrMany>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ready_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    grace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pidfile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stop_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restart: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    restart_delay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_restarts: Option<SizeToml>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_max_size: Option<SizeToml>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_keep: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    log_timestamps: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_max: Option<SizeToml>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu_max: Option<SizeToml>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pids_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_cgroup: bool,
+    /// A task that runs to completion (a migration): what needs it waits for exit 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    oneshot: bool,
+    // Not part of the definition: editing what a service needs or its tags does not
+    // restart it (both are recorded at its next start).
+    #[serde(default, skip_serializing)]
+    needs: Option<Spanned<NeedsToml>>,
+    #[serde(default, skip_serializing)]
+    tags: Vec<String>,
+}
+
+/// One service of a stack, ready to start.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: Name,
+    /// What pm-start would be asked (no state directory: the caller's applies).
+    pub request: Request,
+    pub needs: Vec<Need>,
+    pub tags: Vec<String>,
+    /// Runs to completion; see `oneshot` in pm(7).
+    pub oneshot: bool,
+    /// The definition as a record keeps it ([`Member::definition`]).
+    pub definition: serde_json::Value,
+}
+
+impl Service {
+    /// What its record keeps of the stack.
+    pub fn member(&self, file: &Path) -> Member {
+        Member {
+            file: file.to_path_buf(),
+            needs: self.needs.clone(),
+            tags: self.tags.clone(),
+            definition: self.definition.clone(),
+        }
+    }
+}
+
+/// A services file, read and checked: every name valid, every need defined, no cycle.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    /// Absolute path of the file.
+    pub file: PathBuf,
+    pub services: BTreeMap<String, Service>,
+}
+
+/// The error for `file`, at the line of byte `at` of `src` where known.
+fn at(file: &Path, src: &str, at: Option<usize>, msg: impl Into<String>) -> Error {
+    Error::Stack {
+        file: file.to_path_buf(),
+        line: at.map(|i| src.as_bytes()[..i.min(src.len())].iter().filter(|b| **b == b'\n').count() + 1),
+        msg: msg.into(),
+    }
+}
+
+/// The file pm-up and pm-down use: `-f FILE`, else `pm.toml` in the current directory,
+/// as an absolute path (what records keep).
+pub fn locate(file: Option<&Path>) -> Result<PathBuf> {
+    let p = file.unwrap_or(Path::new(DEFAULT_FILE));
+    std::path::absolute(p).map_err(|e| Error::io(p, e))
+}
+
+impl Stack {
+    /// Reads and checks the file at `path` (absolute, see [`locate`]).
+    pub fn load(path: &Path) -> Result<Stack> {
+        let src = read_text(path).map_err(|e| Error::Stack {
+            file: path.to_path_buf(),
+            line: None,
+            msg: e,
+        })?;
+        Stack::parse(path, &src)
+    }
+
+    /// Checks `src` as the contents of `file`.
+    pub fn parse(file: &Path, src: &str) -> Result<Stack> {
+        let parsed: FileToml =
+            toml::from_str(src).map_err(|e| at(file, src, e.span().map(|s| s.start), e.message()))?;
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        let mut services = BTreeMap::new();
+        for (key, spanned) in &parsed.services {
+            let start = Some(spanned.span().start);
+            let svc = resolve(dir, key, spanned.get_ref())
+                .map_err(|msg| at(file, src, start, format!("service {key}: {msg}")))?;
+            services.insert(key.clone(), svc);
+        }
+        for (key, spanned) in &parsed.services {
+            let needs_at = spanned.get_ref().needs.as_ref().map(|n| n.span().start);
+            for need in &services[key].needs {
+                let Some(dep) = services.get(&need.name) else {
+                    return Err(at(
+                        file,
+                        src,
+                        needs_at,
+                        format!("service {key} needs {:?}, which is not in this file", need.name),
+                    ));
+                };
+                let problem = match (dep.oneshot, need.condition) {
+                    (true, Condition::Succeeded) | (false, Condition::Ready | Condition::Started) => {
+                        None
+                    }
+                    (true, _) => Some("is a oneshot task: need it \"succeeded\""),
+                    (false, Condition::Succeeded) => {
+                        Some("is not a oneshot task, so it never \"succeeded\" (set oneshot = true)")
+                    }
+                };
+                if let Some(p) = problem {
+                    return Err(at(file, src, needs_at, format!("service {key} needs {}, which {p}", need.name)));
+                }
+            }
+        }
+        let stack = Stack {
+            file: file.to_path_buf(),
+            services,
+        };
+        if let Some(cycle) = stack.cycle() {
+            let first = &cycle[0];
+            let start = parsed.services.get(first).map(|s| s.span().start);
+            return Err(at(file, src, start, format!("dependency cycle: {}", cycle.join(" -> "))));
+        }
+        Ok(stack)
+    }
+
+    /// A dependency cycle, as the names along it (the first repeated at the end).
+    fn cycle(&self) -> Option<Vec<String>> {
+        // 0: unvisited, 1: on the current path, 2: done.
+        let mut mark: BTreeMap<&str, u8> = BTreeMap::new();
+        let mut path: Vec<&str> = Vec::new();
+        fn visit<'a>(
+            s: &'a Stack,
+            n: &'a str,
+            mark: &mut BTreeMap<&'a str, u8>,
+            path: &mut Vec<&'a str>,
+        ) -> Option<Vec<String>> {
+            match mark.get(n) {
+                Some(2) => return None,
+                Some(1) => {
+                    let from = path.iter().position(|p| *p == n).unwrap_or(0);
+                    let mut c: Vec<String> = path[from..].iter().map(|p| p.to_string()).collect();
+                    c.push(n.to_string());
+                    return Some(c);
+                }
+                _ => {}
+            }
+            mark.insert(n, 1);
+            path.push(n);
+            for need in s.services.get(n).map(|x| x.needs.as_slice()).unwrap_or_default() {
+                if let Some(c) = visit(s, &need.name, mark, path) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            mark.insert(n, 2);
+            None
+        }
+        for n in self.services.keys() {
+            if let Some(c) = visit(self, n, &mut mark, &mut path) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// The services `targets` name (`NAME` or `@TAG`; none: all), with everything they
+    /// need, transitively.
+    pub fn select(&self, targets: &[String]) -> Result<BTreeSet<String>> {
+        let mut want: Vec<String> = Vec::new();
+        if targets.is_empty() {
+            want.extend(self.services.keys().cloned());
+        }
+        for t in targets {
+            let found: Vec<String> = match t.strip_prefix('@') {
+                Some(tag) => self
+                    .services
+                    .values()
+                    .filter(|s| s.tags.iter().any(|x| x == tag))
+                    .map(|s| s.name.to_string())
+                    .collect(),
+                None => self.services.get(t).map(|s| s.name.to_string()).into_iter().collect(),
+            };
+            if found.is_empty() {
+                return Err(Error::Stack {
+                    file: self.file.clone(),
+                    line: None,
+                    msg: match t.strip_prefix('@') {
+                        Some(tag) => format!("no service is tagged {tag:?}"),
+                        None => format!("no service {t:?} in this file"),
+                    },
+                });
+            }
+            want.extend(found);
+        }
+        let mut out = BTreeSet::new();
+        while let Some(n) = want.pop() {
+            if out.insert(n.clone()) {
+                if let Some(s) = self.services.get(&n) {
+                    want.extend(s.needs.iter().map(|x| x.name.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A small regular text file, read whole; the error says what is wrong with it.
+fn read_text(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO put in the file's place must not hang the tool.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".to_string());
+    }
+    let mut buf = Vec::new();
+    f.take(MAX_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > MAX_FILE {
+        return Err(format!("larger than {MAX_FILE} bytes"));
+    }
+    String::from_utf8(buf).map_err(|_| "not UTF-8 text".to_string())
+}
+
+/// A `KEY=VALUE` file: blank lines and `#` comments skipped, an optional `export `, and
+/// one level of matching quotes removed; no expansion.
+fn read_env_file(path: &Path) -> std::result::Result<Vec<(String, String)>, String> {
+    let src = read_text(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in src.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(format!("{}:{}: expected KEY=VALUE", path.display(), i + 1));
+        };
+        let k = k.trim();
+        if k.is_empty() || k.contains(char::is_whitespace) {
+            return Err(format!("{}:{}: invalid variable name {k:?}", path.display(), i + 1));
+        }
+        let v = v.trim();
+        let v = [('"', '"'), ('\'', '\'')]
+            .iter()
+            .find_map(|(a, b)| v.strip_prefix(*a).and_then(|x| x.strip_suffix(*b)))
+            .unwrap_or(v);
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Checks one service and turns it into a start request; `dir`: the file's directory,
+/// which relative paths are taken from.
+fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Service, String> {
+    let name = Name::new(key).map_err(|e| e.to_string())?;
+    if name.instance().is_some() {
+        return Err("a stack service cannot be a template instance (no @ in its name)".into());
+    }
+    let command = match &t.command {
+        CommandToml::Shell(s) if !s.trim().is_empty() => {
+            vec!["/bin/sh".to_string(), "-c".to_string(), s.clone()]
+        }
+        CommandToml::Argv(v) if !v.is_empty() && !v[0].is_empty() => v.clone(),
+        _ => return Err("command is empty".into()),
+    };
+    let cwd = dir.join(t.cwd.as_deref().unwrap_or(Path::new(".")));
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(f) = &t.env_file {
+        env.extend(read_env_file(&dir.join(f))?);
+    }
+    for (k, v) in &t.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(format!("env: invalid variable {k:?}"));
+        }
+        env.push((k.clone(), v.clone()));
+    }
+    let dur = |what: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(crate::duration::parse)
+            .transpose()
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let num = |what: &str, v: &Option<SizeToml>, f: fn(&str) -> Result<u64>| {
+        v.as_ref()
+            .map(|x| f(&x.text()))
+            .transpose()
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let stop_signal = t
+        .stop_signal
+        .as_deref()
+        .map(crate::signal::parse)
+        .transpose()
+        .map_err(|e| format!("stop_signal: {e}"))?;
+    let max_restarts = t
+        .max_restarts
+        .as_ref()
+        .map(|m| crate::monitor::parse_max_restarts(&m.text()))
+        .transpose()
+        .map_err(|e| format!("max_restarts: {e}"))?;
+    let ready = t.ready.clone().map(OneOrMany::into_vec).unwrap_or_default();
+    for r in &ready {
+        crate::ready::Check::parse(r).map_err(|e| format!("ready: {e}"))?;
+    }
+    if let Some(r) = &t.restart {
+        crate::monitor::Policy::parse(r).map_err(|e| format!("restart: {e}"))?;
+    }
+    if t.oneshot && (t.restart.as_deref().is_some_and(|r| r != "no") || !ready.is_empty()) {
+        return Err("a oneshot task has no restart policy and no ready checks: it succeeds by exiting 0".into());
+    }
+    let cpu_max = t
+        .cpu_max
+        .as_ref()
+        .map(|c| crate::cgroup::parse_cpu(&c.text()))
+        .transpose()
+        .map_err(|e| format!("cpu_max: {e}"))?;
+    let request = Request {
+        name: name.to_string(),
+        command,
+        cwd: Some(cwd.clone()),
+        env,
+        user: t.user.clone(),
+        pidfile: t.pidfile.clone(),
+        log: t.log.clone(),
+        stop_signal,
+        stop_timeout: dur("stop_timeout", &t.stop_timeout)?,
+        grace: dur("grace", &t.grace)?,
+        ready,
+        ready_timeout: dur("ready_timeout", &t.ready_timeout)?,
+        no_cgroup: t.no_cgroup,
+        memory_max: num("memory_max", &t.memory_max, crate::cgroup::parse_size)?,
+        cpu_max,
+        pids_max: t.pids_max,
+        restart: t.restart.clone(),
+        restart_delay: dur("restart_delay", &t.restart_delay)?,
+        max_restarts,
+        log_max_size: num("log_max_size", &t.log_max_size, crate::cgroup::parse_size)?,
+        log_keep: t.log_keep,
+        log_timestamps: t.log_timestamps,
+        ..Request::default()
+    };
+    let needs = match t.needs.as_ref().map(|n| n.get_ref()) {
+        None => Vec::new(),
+        Some(NeedsToml::List(v)) => v
+            .iter()
+            .map(|n| Need {
+                name: n.clone(),
+                condition: Condition::Ready,
+            })
+            .collect(),
+        Some(NeedsToml::Map(m)) => m
+            .iter()
+            .map(|(n, c)| Need {
+                name: n.clone(),
+                condition: *c,
+            })
+            .collect(),
+    };
+    if needs.iter().any(|n| n.name == key) {
+        return Err("a service cannot need itself".into());
+    }
+    for tag in &t.tags {
+        if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            return Err(format!("tags: invalid tag {tag:?} (use A-Z a-z 0-9 . _ -)"));
+        }
+    }
+    let mut resolved = t.clone();
+    resolved.cwd = Some(cwd);
+    resolved.env = request.env.iter().cloned().collect();
+    resolved.env_file = None;
+    let definition = serde_json::to_value(&resolved).map_err(|e| e.to_string())?;
+    Ok(Service {
+        name,
+        request,
+        needs,
+        tags: t.tags.clone(),
+        oneshot: t.oneshot,
+        definition,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Stack> {
+        Stack::parse(Path::new("/srv/app/pm.toml"), src)
+    }
+
+    fn err(src: &str) -> String {
+        match parse(src) {
+            Ok(_) => panic!("accepted: {src}"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), crate::Code::Usage, "{e}");
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn a_stack_resolves_paths_and_needs() {
+        let s = parse(
+            r#"
+[services.db]
+command = ["postgres", "-D", "data"]
+ready = "tcp:5432"
+tags = ["data"]
+
+[services.migrate]
+command = "./migrate up"
+oneshot = true
+needs = ["db"]
+
+[services.web]
+command = ["./web"]
+cwd = "www"
+env = { PORT = "8000" }
+needs = { db = "ready", migrate = "succeeded" }
+"#,
+        )
+        .unwrap();
+        let web = &s.services["web"];
+        assert_eq!(web.request.cwd.as_deref(), Some(Path::new("/srv/app/www")));
+        assert_eq!(web.request.env, vec![("PORT".into(), "8000".into())]);
+        assert_eq!(web.needs.len(), 2);
+        assert_eq!(s.services["migrate"].request.command[..2], ["/bin/sh", "-c"]);
+        assert_eq!(s.services["db"].request.ready, vec!["tcp:5432"]);
+        let all: Vec<_> = s.select(&["web".into()]).unwrap().into_iter().collect();
+        assert_eq!(all, ["db", "migrate", "web"]);
+        let data: Vec<_> = s.select(&["@data".into()]).unwrap().into_iter().collect();
+        assert_eq!(data, ["db"]);
+        assert!(s.select(&["@nope".into()]).is_err());
+        assert!(s.select(&["nope".into()]).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = err("[services.a]\ncommand = \"x\"\ncomand = \"y\"\n");
+        assert!(e.starts_with("/srv/app/pm.toml:3: "), "{e}");
+        assert!(e.contains("comand"), "{e}");
+        let e = err("[services.a]\ncommand = \"x\"\n\n[services.b]\ncommand = \"y\"\nneeds = [\"c\"]\n");
+        assert!(e.starts_with("/srv/app/pm.toml:6: "), "{e}");
+        assert!(e.contains("\"c\", which is not in this file"), "{e}");
+        let e = err("[services.a]\ncommand = \"x\"\nneeds = [\"b\"]\n[services.b]\ncommand = \"y\"\nneeds = [\"a\"]\n");
+        assert!(e.contains("dependency cycle: a -> b -> a"), "{e}");
+        let e = err("[services.a]\ncommand = \"x\"\nneeds = { b = \"done\" }\n[services.b]\ncommand = \"y\"\n");
+        assert!(e.contains(":3: "), "{e}");
+        let e = err("[services.a]\ncommand = \"x\"\nneeds = { b = \"succeeded\" }\n[services.b]\ncommand = \"y\"\n");
+        assert!(e.contains("oneshot"), "{e}");
+        let e = err("[services.\"a b\"]\ncommand = \"x\"\n");
+        assert!(e.contains("invalid name"), "{e}");
+        let e = err("[services.a]\ncommand = \"x\"\nstop_timeout = \"soon\"\n");
+        assert!(e.contains("stop_timeout"), "{e}");
+        err("[services.a]\ncommand = []\n");
+        err("[service.a]\ncommand = \"x\"\n");
+        err("[services.a]\ncommand = \"x\"\nneeds = [\"a\"]\n");
+    }
+
+    #[test]
+    fn the_definition_ignores_needs_and_tags() {
+        let a = parse("[services.a]\ncommand = \"x\"\n").unwrap();
+        let b = parse("[services.a]\ncommand = \"x\"\ntags = [\"t\"]\n").unwrap();
+        let c = parse("[services.a]\ncommand = \"x y\"\n").unwrap();
+        assert_eq!(a.services["a"].definition, b.services["a"].definition);
+        assert_ne!(a.services["a"].definition, c.services["a"].definition);
+    }
+
+    #[test]
+    fn env_files_are_read_without_expansion() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".env"),
+            "# c\n\nexport A=1\nB=\"two words\"\nC='$HOME'\n",
+        )
+        .unwrap();
+        let file = dir.path().join("pm.toml");
+        let s = Stack::parse(
+            &file,
+            "[services.a]\ncommand = \"x\"\nenv_file = \".env\"\nenv = { A = \"9\" }\n",
+        )
+        .unwrap();
+        let env = &s.services["a"].request.env;
+        assert_eq!(
+            env,
+            &[
+                ("A".to_string(), "1".to_string()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "$HOME".into()),
+                ("A".into(), "9".into())
+            ]
+        );
+        std::fs::write(dir.path().join(".env"), "junk\n").unwrap();
+        let e = Stack::parse(&file, "[services.a]\ncommand = \"x\"\nenv_file = \".env\"\n").unwrap_err();
+        assert!(e.to_string().contains(".env:1: expected KEY=VALUE"), "{e}");
+    }
+}
