@@ -1,0 +1,132 @@
+//! pm-down: stop a stack's services, each after everything that needs it.
+//!
+//! The order comes from the records (what each service needed when it was started), not
+//! from the file, which may have been edited since: a file is only used to name the stack.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::report::say;
+use crate::stop::{stop_name, Options, Report};
+use crate::{Code, Name, StateDir};
+
+const TOOL: &str = "pm-down";
+
+/// Stops the services of the stack in `file` that `targets` name (`NAME` or `@TAG`;
+/// none: every service started from `file`), and everything recorded as needing them,
+/// dependents first; independent services are stopped at the same time.
+pub fn down(file: &Path, state_dir: Option<&Path>, targets: &[String], opts: &Options) -> Result<Code> {
+    let sd = StateDir::resolve(state_dir, false)?;
+    // name -> what it was started needing, for every record started from a stack.
+    let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut from_file: BTreeSet<String> = BTreeSet::new();
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    for (name, rec) in sd.list_for_report()? {
+        known.insert(name.to_string());
+        let Ok(rec) = rec else { continue };
+        let Some(m) = rec.stack else { continue };
+        if m.file == file {
+            from_file.insert(name.to_string());
+        }
+        needs.insert(name.to_string(), m.needs.into_iter().map(|n| n.name).collect());
+        tags.insert(name.to_string(), m.tags);
+    }
+    let mut code = Code::Ok;
+    let mut set: BTreeSet<String> = BTreeSet::new();
+    if targets.is_empty() {
+        set = from_file;
+        if set.is_empty() {
+            eprintln!("{TOOL}: {}: no service was started from this file", file.display());
+        }
+    }
+    for t in targets {
+        match t.strip_prefix('@') {
+            Some(tag) => {
+                let found: Vec<&String> = tags
+                    .iter()
+                    .filter(|(_, ts)| ts.iter().any(|x| x == tag))
+                    .map(|(n, _)| n)
+                    .collect();
+                if found.is_empty() {
+                    eprintln!("{TOOL}: @{tag}: no recorded service is tagged {tag:?}");
+                    code = Code::worst([code, Code::Unknown]);
+                }
+                set.extend(found.into_iter().cloned());
+            }
+            None => {
+                let name = Name::new(t)?;
+                if known.contains(name.as_str()) {
+                    set.insert(name.to_string());
+                } else {
+                    say(TOOL, name.as_str(), Report::Unknown.describe());
+                    code = Code::worst([code, Code::Unknown]);
+                }
+            }
+        }
+    }
+    // Whatever needs a service that stops goes first, whichever file it came from.
+    loop {
+        let more: Vec<String> = needs
+            .iter()
+            .filter(|(n, ns)| !set.contains(*n) && ns.iter().any(|x| set.contains(x)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        set.extend(more);
+    }
+    crate::stop::report_interrupts(TOOL)?;
+    let mut left = set;
+    while !left.is_empty() {
+        // Those nothing left needs; if a hand-edited record closed a cycle, the rest at once.
+        let mut round: Vec<String> = left
+            .iter()
+            .filter(|n| {
+                !left
+                    .iter()
+                    .any(|o| needs.get(o).is_some_and(|ns| ns.contains(n)))
+            })
+            .cloned()
+            .collect();
+        if round.is_empty() {
+            round = left.iter().cloned().collect();
+        }
+        let codes = std::thread::scope(|s| {
+            let handles: Vec<_> = round
+                .iter()
+                .map(|n| {
+                    let sd = &sd;
+                    s.spawn(move || stop_one(sd, n, opts))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Code::Failure))
+                .collect::<Vec<_>>()
+        });
+        code = Code::worst(codes.into_iter().chain([code]));
+        for n in round {
+            left.remove(&n);
+        }
+    }
+    Ok(code)
+}
+
+fn stop_one(sd: &StateDir, name: &str, opts: &Options) -> Code {
+    let stopped = Name::new(name)
+        .map_err(Error::from)
+        .and_then(|n| stop_name(sd, &n, opts, TOOL));
+    match stopped {
+        Ok(r) => {
+            say(TOOL, name, r.describe());
+            r.code()
+        }
+        Err(e) => {
+            say(TOOL, name, &e);
+            Code::Failure
+        }
+    }
+}

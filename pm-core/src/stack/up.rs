@@ -1,0 +1,410 @@
+//! pm-up: start a stack's services in dependency order, each once what it needs is up,
+//! independent ones at the same time.
+//!
+//! Each service is started by a child of pm-up (a fork: the start lifecycle forks a
+//! monitor, which needs a single-threaded process) that runs the very start pm-start
+//! makes ([`crate::start::run`]) and exits as it ended; a oneshot task is run to its end
+//! by such a child. pm-up itself only decides what can start next, and waits for its
+//! children and for signals on one poll: nothing is polled on a timer.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use super::{Service, Stack};
+use crate::error::{Error, Result};
+use crate::record::Record;
+use crate::report::say;
+use crate::start::Ended;
+use crate::status::{inspect, State};
+use crate::{signal, stop, sys, Code, Name, StateDir};
+
+const TOOL: &str = "pm-up";
+
+/// Where one service of this pm-up is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Waiting for what it needs.
+    Waiting,
+    /// A child of pm-up is starting it.
+    Starting(Pid),
+    /// Up (or a task succeeded); `started`: by this pm-up (so Ctrl-C stops it again).
+    Up { started: bool },
+    Failed,
+    /// Not started: something it needs failed.
+    Skipped,
+}
+
+/// What a running service's record says about the file's definition of it.
+enum Found {
+    /// Not running: start it.
+    Down,
+    /// Running as the file defines it: leave it alone.
+    Unchanged(i32),
+    /// Running from an older definition in this file: stop it, then start it.
+    Changed,
+    /// Running, but not started from this file (pm-start by hand, another stack).
+    Foreign(String),
+}
+
+fn found(sd: &StateDir, svc: &Service, file: &Path) -> Found {
+    let seen = inspect(sd, &svc.name, None);
+    let pid = seen.live.as_ref().map(|(s, _)| s.pid);
+    let up = matches!(
+        seen.state,
+        State::Running | State::Starting | State::Backoff
+    );
+    if !up || svc.oneshot {
+        return Found::Down;
+    }
+    match seen.record.as_ref().and_then(|r: &Record| r.stack.as_ref()) {
+        Some(m) if m.file == file && m.definition == svc.definition => {
+            match (seen.state, pid) {
+                (State::Running, Some(pid)) => Found::Unchanged(pid),
+                // Starting or in backoff: the start (or its monitor) settles it.
+                _ => Found::Down,
+            }
+        }
+        Some(m) if m.file == file => Found::Changed,
+        Some(m) => Found::Foreign(format!("started from {}", m.file.display())),
+        None => Found::Foreign("started by pm-start, not from this file".into()),
+    }
+}
+
+/// Brings up `targets` of `stack` (none: all) and what they need. `Ended::Signal`: pm-up
+/// was interrupted, and has stopped what it had started.
+pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result<Ended> {
+    let want = stack.select(targets)?;
+    let sd = StateDir::resolve(state_dir, true)?;
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, None, Some(&mut old))
+        .map_err(|e| Error::Os(format!("reading the signal mask: {e}")))?;
+    let mut watched: Vec<Signal> = signal::INTERRUPTS.to_vec();
+    watched.push(Signal::SIGCHLD);
+    let sigs = signal::signal_fd(&watched)?;
+    let mut progress: BTreeMap<&str, Progress> =
+        want.iter().map(|n| (n.as_str(), Progress::Waiting)).collect();
+    // Names in the order they came up, to stop them in reverse on an interrupt.
+    let mut came_up: Vec<&str> = Vec::new();
+    let mut interrupted: Option<Signal> = None;
+    loop {
+        if interrupted.is_none() {
+            launch_ready(stack, &sd, &old, &mut progress)?;
+        }
+        let children: Vec<(&str, Pid)> = progress
+            .iter()
+            .filter_map(|(n, p)| match p {
+                Progress::Starting(pid) => Some((*n, *pid)),
+                _ => None,
+            })
+            .collect();
+        if children.is_empty() {
+            let launchable = interrupted.is_none()
+                && progress.values().any(|p| *p == Progress::Waiting);
+            if launchable {
+                continue;
+            }
+            break;
+        }
+        let mut fds = [PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(Error::Os(format!("poll: {e}"))),
+        }
+        while let Some(sig) = signal::pending(&sigs) {
+            if sig != Signal::SIGCHLD {
+                interrupted.get_or_insert(sig);
+                for (_, pid) in &children {
+                    let _ = nix::sys::signal::kill(*pid, sig);
+                }
+            }
+        }
+        for (name, pid) in children {
+            let ended = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, 0)) => Progress::Up { started: true },
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Progress::Failed,
+                Err(Errno::ECHILD) => Progress::Failed,
+                _ => continue,
+            };
+            if ended == (Progress::Up { started: true }) {
+                came_up.push(name);
+            }
+            progress.insert(name, ended);
+        }
+    }
+    if let Some(sig) = interrupted {
+        stop_started(&sd, stack, &came_up);
+        return Ok(Ended::Signal(sig));
+    }
+    let ok = progress.values().all(|p| matches!(p, Progress::Up { .. }));
+    Ok(if ok { Code::Ok } else { Code::Failure }.into())
+}
+
+/// Starts every waiting service whose needs are all up; says why a service whose need
+/// failed is not started.
+fn launch_ready<'a>(
+    stack: &'a Stack,
+    sd: &StateDir,
+    mask: &SigSet,
+    progress: &mut BTreeMap<&'a str, Progress>,
+) -> Result<()> {
+    let names: Vec<&str> = progress.keys().copied().collect();
+    for name in names {
+        if progress.get(name) != Some(&Progress::Waiting) {
+            continue;
+        }
+        let svc = &stack.services[name];
+        let state = |n: &str| progress.get(n).copied().unwrap_or(Progress::Failed);
+        if let Some(n) = svc
+            .needs
+            .iter()
+            .find(|n| matches!(state(&n.name), Progress::Failed | Progress::Skipped))
+        {
+            let why = match state(&n.name) {
+                Progress::Failed => "failed",
+                _ => "was not started",
+            };
+            say(TOOL, name, format!("not started: it needs {}, which {why}", n.name));
+            progress.insert(name, Progress::Skipped);
+            continue;
+        }
+        if !svc
+            .needs
+            .iter()
+            .all(|n| matches!(state(&n.name), Progress::Up { .. }))
+        {
+            continue;
+        }
+        let next = match found(sd, svc, &stack.file) {
+            Found::Unchanged(pid) => {
+                say(TOOL, name, format!("already running, pid {pid}"));
+                Progress::Up { started: false }
+            }
+            Found::Foreign(why) => {
+                say(
+                    TOOL,
+                    name,
+                    format!("running, but {why}: not replacing it (stop it first: pm-stop {name})"),
+                );
+                Progress::Failed
+            }
+            f => Progress::Starting(fork_start(stack, sd, svc, mask, matches!(f, Found::Changed))?),
+        };
+        progress.insert(name, next);
+    }
+    Ok(())
+}
+
+/// Forks the child that starts `svc` (stopping the running one first if `restart`).
+fn fork_start(stack: &Stack, sd: &StateDir, svc: &Service, mask: &SigSet, restart: bool) -> Result<Pid> {
+    match sys::fork_single_threaded().map_err(|e| Error::Os(format!("fork: {e}")))? {
+        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Child => {
+            // As pm-start would run: with the caller's signal mask.
+            let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
+            let ended = start_one(stack, sd, svc, restart);
+            let code = match ended {
+                Ended::Code(c) => c.as_i32(),
+                Ended::Signal(s) => {
+                    let _ = signal::die_by(s);
+                    128 + s as i32
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+/// In pm-up's child: one service's start, or one task's run.
+fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, restart: bool) -> Ended {
+    let name = svc.name.as_str();
+    if restart {
+        match stop::stop_name(sd, &svc.name, &stop::Options::default(), TOOL) {
+            Ok(r) => say(TOOL, name, format!("definition changed in {}: {}", stack.file.display(), r.describe())),
+            Err(e) => {
+                say(TOOL, name, format!("definition changed, but it cannot be stopped: {e}"));
+                return Code::Failure.into();
+            }
+        }
+    }
+    if svc.oneshot {
+        return match run_task(sd, svc) {
+            Ok(e) => e,
+            Err(e) => {
+                say(TOOL, name, &e);
+                e.exit_code().into()
+            }
+        };
+    }
+    let mut req = svc.request.clone();
+    req.state_dir = Some(sd.path().to_path_buf());
+    req.stack = Some(svc.member(&stack.file));
+    match crate::start::run(&req) {
+        Ok(e) => e,
+        Err(e) => {
+            say("pm-start", name, &e);
+            e.exit_code().into()
+        }
+    }
+}
+
+/// Runs a oneshot task to its end, its output appended to its log, in a process group of
+/// its own: what it leaves in that group when it exits is killed, and an interrupt stops
+/// the whole group before pm-up's child dies of it.
+fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
+    use std::os::unix::process::CommandExt;
+    let name: &Name = &svc.name;
+    let req = &svc.request;
+    let log = match &req.log {
+        Some(t) => std::path::absolute(sd.expand(t, name)?).map_err(|e| Error::io(t, e))?,
+        None => sd.log_path(name),
+    };
+    let creds = req
+        .user
+        .as_deref()
+        .map(crate::spawn::Credentials::resolve)
+        .transpose()?;
+    let out = crate::spawn::open_log(&log, creds.as_ref())?;
+    let from = out.metadata().map(|m| m.len()).unwrap_or(0);
+    let err = out.try_clone().map_err(|e| Error::io(&log, e))?;
+    let mut cmd = std::process::Command::new(&req.command[0]);
+    cmd.args(&req.command[1..])
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove(crate::record::RUN_ID_VAR)
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .env("PM_NAME", name.as_str())
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    if let Some(d) = &req.cwd {
+        cmd.current_dir(d);
+    }
+    if let Some(c) = &creds {
+        cmd.uid(c.uid.as_raw()).gid(c.gid.as_raw());
+    }
+    let sigs = signal::interrupt_fd()?;
+    let began = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| Error::Exec {
+        program: req.command[0].clone(),
+        kind: match e.kind() {
+            std::io::ErrorKind::NotFound => crate::error::ExecFailure::NotFound,
+            std::io::ErrorKind::PermissionDenied => crate::error::ExecFailure::PermissionDenied,
+            _ => crate::error::ExecFailure::Other,
+        },
+        err: e,
+    })?;
+    let pid = child.id() as i32;
+    let handle = crate::process::Handle::of_child(pid)?;
+    let stop_signal = req.stop_signal.unwrap_or(crate::record::DEFAULT_STOP_SIGNAL);
+    let stop_timeout = req.stop_timeout.unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
+    let deadline = req.ready_timeout.map(|t| began + t);
+    let group = Pid::from_raw(pid);
+    let mut fate: Option<(Signal, &str)> = None;
+    loop {
+        let wait = match (fate, deadline) {
+            (Some(_), _) => stop_timeout,
+            (None, Some(d)) => d.saturating_duration_since(Instant::now()),
+            (None, None) => Duration::MAX,
+        };
+        match wait_exit(&handle, &sigs, wait) {
+            Ok(true) => break,
+            Ok(false) if fate.is_some() => {
+                let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+                break;
+            }
+            Ok(false) => {
+                if let Some(sig) = signal::pending(&sigs) {
+                    fate = Some((sig, "interrupted"));
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                    fate = Some((Signal::SIGKILL, "timed out"));
+                } else {
+                    continue;
+                }
+                let _ = nix::sys::signal::killpg(group, stop_signal);
+                let _ = nix::sys::signal::killpg(group, Signal::SIGCONT);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Still our unreaped child, so the group cannot be another's yet: nothing it left
+    // behind outlives the task.
+    let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    let status = child.wait().map_err(|e| Error::Os(format!("waiting for {name}: {e}")))?;
+    let took = crate::duration::elapsed(began.elapsed());
+    match fate {
+        Some((sig, "interrupted")) => {
+            say(TOOL, name.as_str(), format!("interrupted after {took}; the task was stopped"));
+            return Ok(Ended::Signal(sig));
+        }
+        Some((_, why)) => {
+            say(TOOL, name.as_str(), format!("{why} after {took}; the task was killed"));
+            return Ok(Code::Failure.into());
+        }
+        None => {}
+    }
+    use std::os::unix::process::ExitStatusExt;
+    if status.success() {
+        say(TOOL, name.as_str(), format!("succeeded in {took}"));
+        return Ok(Code::Ok.into());
+    }
+    let how = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (_, Some(s)) => format!(
+            "killed by SIG{}",
+            Signal::try_from(s).map(signal::name).unwrap_or("?")
+        ),
+        _ => "failed".into(),
+    };
+    say(TOOL, name.as_str(), format!("failed: {how} after {took} (log {})", log.display()));
+    for line in crate::report::log_tail(&log, from, 10) {
+        eprintln!("  {line}");
+    }
+    Ok(Code::Failure.into())
+}
+
+/// Waits up to `wait` for the task to exit (`Ok(true)`) or a signal to come (`Ok(false)`).
+fn wait_exit(
+    handle: &crate::process::Handle,
+    sigs: &nix::sys::signalfd::SignalFd,
+    wait: Duration,
+) -> Result<bool> {
+    // Without a pidfd (an old kernel), the exit is looked for every 50 ms.
+    let step = match handle.pidfd() {
+        Some(_) => wait,
+        None => wait.min(Duration::from_millis(50)),
+    };
+    let timeout = PollTimeout::try_from(step.as_millis().min(i32::MAX as u128) as i32)
+        .unwrap_or(PollTimeout::NONE);
+    let timeout = if step == Duration::MAX { PollTimeout::NONE } else { timeout };
+    let mut fds = vec![PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
+    if let Some(fd) = handle.pidfd() {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+    }
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => Ok(handle.is_gone()),
+        Err(e) => Err(Error::Os(format!("poll: {e}"))),
+    }
+}
+
+/// After an interrupt: stops what this pm-up started, the last to come up first (so
+/// dependents before what they need).
+fn stop_started(sd: &StateDir, stack: &Stack, came_up: &[&str]) {
+    for name in came_up.iter().rev() {
+        let svc = &stack.services[*name];
+        if svc.oneshot {
+            continue;
+        }
+        match stop::stop_name(sd, &svc.name, &stop::Options::default(), TOOL) {
+            Ok(r) => say(TOOL, name, format!("interrupted: {}", r.describe())),
+            Err(e) => say(TOOL, name, format!("interrupted, and not stopped: {e}")),
+        }
+    }
+}
