@@ -52,12 +52,14 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The tools the tests run.
-pub const TOOLS: [&str; 5] = [
+pub const TOOLS: [&str; 7] = [
     "pm-start",
     "pm-stop",
     "pm-status",
     "pm-stopall",
     "pm-signal",
+    "pm-up",
+    "pm-down",
 ];
 
 /// Fails unless every tool in `dir` is at least as new as its sources: `cargo test -p

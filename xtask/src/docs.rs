@@ -45,6 +45,18 @@ Then whatever is left in the state directory's cgroups that no record names (a r
             cmd: pm_signal::Cli::command(),
             extra: "pm-signal sends the signal to what pm-status reports as the service's process (the launched process, or the daemon its PID file names), through a pidfd opened before the identity check, so never to a process that merely reuses a recorded PID. With \\-\\-group it reaches every process of the service: everything in its cgroup where the start has one (pm-status -l shows the tracking), else the members of that process's group. A service that is stopped or dead gets nothing and makes the exit status 1. To stop a service use pm-stop, which waits and escalates; pm-signal returns once the signal is sent.",
         },
+        Page {
+            cmd: pm_up::Cli::command(),
+            extra: "The file is TOML: one table per service, [services.NAME], with command (a string, run by /bin/sh \\-c, or an array, run as it is) and optionally cwd (relative to the file), env, env_file, user, ready, ready_timeout, grace, pidfile, log, stop_signal, stop_timeout, restart, restart_delay, max_restarts, log_max_size, log_keep, log_timestamps, memory_max, cpu_max, pids_max, no_cgroup (as the pm\\-start options of the same names), tags, oneshot and needs (see STACKS in pm(7)). \
+The whole file is checked before anything starts: an unknown key, a dependency that is not defined, or a cycle is reported with the file and line, and pm\\-up exits 2. \
+Each service is started as pm\\-start starts it (its record, cgroup, readiness checks, monitor), once everything it needs is up; services that need nothing of each other start at the same time. \
+A service that fails stops the start of what needs it (said on stderr, with its log tail); pm\\-up then exits 1. \
+Interrupted (SIGINT, SIGTERM, SIGHUP), pm\\-up stops the half-done starts and what it had started, newest first, and dies of the signal.",
+        },
+        Page {
+            cmd: pm_down::Cli::command(),
+            extra: "The order comes from the records: each service started by pm\\-up recorded what it needed, so pm\\-down stops every service before the services it needs, whatever the file says by then. Services that do not need each other are stopped at the same time, each as pm\\-stop stops it.",
+        },
     ]
 }
 
@@ -112,6 +124,8 @@ Otherwise $XDG_RUNTIME_DIR/pm, /run/pm for root, else ${TMPDIR:\\-/tmp}/pm\\-$UI
         "pm-status",
         "pm-stopall",
         "pm-signal",
+        "pm-up",
+        "pm-down",
     ]
     .iter()
     .filter(|t| **t != name)
@@ -161,7 +175,7 @@ pub fn completions() -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for p in pages() {
         let name = p.cmd.get_name().to_string();
-        let takes_names = name != "pm-stopall";
+        let takes_names = name != "pm-stopall" && name != "pm-up";
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut cmd = p.cmd.clone();
             let mut buf = Vec::new();

@@ -20,12 +20,14 @@ fn prefix() -> Option<PathBuf> {
     }
 }
 
-const TOOLS: [&str; 5] = [
+const TOOLS: [&str; 7] = [
     "pm-start",
     "pm-stop",
     "pm-status",
     "pm-stopall",
     "pm-signal",
+    "pm-up",
+    "pm-down",
 ];
 
 #[test]

@@ -13,5 +13,6 @@ mod services;
 mod signal;
 mod start;
 mod status;
+mod stack;
 mod stop;
 mod supervise;

@@ -1,0 +1,208 @@
+//! pm-up and pm-down over a services file: order, parallel starts, idempotence, errors,
+//! failures that stop dependents, Ctrl-C. Ordering is judged from evidence the services
+//! leave themselves (a file that must exist when a dependent starts), never from sleeps.
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use pm_tests::*;
+
+fn write_stack(sb: &Sandbox, toml: &str) {
+    fs::write(sb.path("pm.toml"), toml).unwrap();
+}
+
+fn up(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    sb.cmd("pm-up").args(args).output().expect("run pm-up")
+}
+
+fn down(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    sb.cmd("pm-down").args(args).output().expect("run pm-down")
+}
+
+#[track_caller]
+fn live_pid(sb: &Sandbox, name: &str) -> i32 {
+    let pid = sb.pid(name).unwrap_or_else(|| panic!("{name} has no pid"));
+    assert!(is_alive(pid), "{name} (pid {pid}) is not running");
+    pid
+}
+
+#[track_caller]
+fn assert_nothing_left(sb: &Sandbox) {
+    wait_until("every process of the sandbox is gone", || {
+        sb.processes().is_empty()
+    });
+}
+
+/// db becomes ready late; the migration must see it ready, web must see the migration
+/// done; on the way down db must see web gone. The file is edited between up and down
+/// (web no longer needs db): pm-down still goes by the records.
+const ORDERED: &str = r#"
+[services.db]
+command = "trap 'if [ -e web.alive ]; then echo early; else echo after; fi > db.down; exit 0' TERM; sleep 0.3; touch db.ready; sleep 1000 & wait"
+ready = "file:db.ready"
+
+[services.migrate]
+command = "test -e db.ready && echo done > migrated"
+oneshot = true
+needs = ["db"]
+
+[services.web]
+command = "test -e migrated || exit 7; touch web.alive; trap 'rm -f web.alive; exit 0' TERM; sleep 1000 & wait"
+needs = { db = "ready", migrate = "succeeded" }
+"#;
+
+#[test]
+fn up_follows_needs_and_down_reverses_the_recorded_order() {
+    let sb = Sandbox::new();
+    write_stack(&sb, ORDERED);
+    let out = up(&sb, &[]);
+    assert_success(&out, "pm-up");
+    assert_eq!(fs::read_to_string(sb.path("migrated")).unwrap(), "done\n");
+    assert!(sb.path("web.alive").exists(), "{}", describe(&out));
+    live_pid(&sb, "db");
+    live_pid(&sb, "web");
+    assert!(
+        stderr(&out).contains("pm-up: migrate: succeeded"),
+        "{}",
+        describe(&out)
+    );
+    let rec = sb.rec("web");
+    assert_eq!(rec["stack"]["needs"][0]["name"], "db", "{rec}");
+    // Edited: web needs nothing now, db needs web. The running stack was not started so.
+    write_stack(
+        &sb,
+        &ORDERED
+            .replace("needs = { db = \"ready\", migrate = \"succeeded\" }", "")
+            .replace("ready = \"file:db.ready\"", "ready = \"file:db.ready\"\nneeds = [\"web\"]"),
+    );
+    let out = down(&sb, &[]);
+    assert_success(&out, "pm-down");
+    assert_eq!(
+        fs::read_to_string(sb.path("db.down")).unwrap(),
+        "after\n",
+        "db was stopped while web ran: {}",
+        describe(&out)
+    );
+    assert_nothing_left(&sb);
+}
+
+/// Each waits, before it is ready, until the other has begun: started one after the
+/// other, the first would never become ready.
+#[test]
+fn independent_services_start_at_the_same_time() {
+    let sb = Sandbox::new();
+    let svc = |me: &str, other: &str| {
+        format!(
+            "[services.{me}]\ncommand = \"touch {me}.began; while [ ! -e {other}.began ]; do sleep 0.01; done; touch {me}.ready; exec sleep 1000\"\nready = \"file:{me}.ready\"\nready_timeout = \"20s\"\n"
+        )
+    };
+    write_stack(&sb, &format!("{}\n{}", svc("a", "b"), svc("b", "a")));
+    let out = up(&sb, &[]);
+    assert_success(&out, "pm-up");
+    live_pid(&sb, "a");
+    live_pid(&sb, "b");
+    assert_success(&down(&sb, &[]), "pm-down");
+    assert_nothing_left(&sb);
+}
+
+#[test]
+fn up_leaves_an_unchanged_service_alone_and_restarts_a_changed_one() {
+    let sb = Sandbox::new();
+    let stack = "[services.db]\ncommand = [\"sleep\", \"1000\"]\n\n[services.web]\ncommand = [\"sleep\", \"1001\"]\nneeds = [\"db\"]\ntags = [\"front\"]\n";
+    write_stack(&sb, stack);
+    assert_success(&up(&sb, &[]), "pm-up");
+    let (db, web) = (live_pid(&sb, "db"), live_pid(&sb, "web"));
+    let out = up(&sb, &[]);
+    assert_success(&out, "pm-up again");
+    assert!(
+        stderr(&out).contains(&format!("pm-up: web: already running, pid {web}")),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!((live_pid(&sb, "db"), live_pid(&sb, "web")), (db, web));
+    write_stack(&sb, &stack.replace("\"1001\"", "\"1002\""));
+    let out = up(&sb, &["@front"]);
+    assert_success(&out, "pm-up after an edit");
+    assert!(
+        stderr(&out).contains("pm-up: web: definition changed"),
+        "{}",
+        describe(&out)
+    );
+    let web2 = live_pid(&sb, "web");
+    assert_ne!(web2, web);
+    assert_gone(web);
+    assert_eq!(live_pid(&sb, "db"), db);
+    assert!(cmdline(web2).contains(&"1002".to_string()));
+    // pm-down db: web, started needing db, goes too (and first).
+    let out = down(&sb, &["db"]);
+    assert_success(&out, "pm-down db");
+    let lines = stderr_lines(&out);
+    let pos = |n: &str| lines.iter().position(|l| l.starts_with(&format!("pm-down: {n}: stopped")));
+    assert!(pos("web") < pos("db") && pos("db").is_some(), "{}", describe(&out));
+    assert_nothing_left(&sb);
+}
+
+#[test]
+fn a_bad_file_is_a_usage_error_and_starts_nothing() {
+    let sb = Sandbox::new();
+    let cases = [
+        ("[services.a]\ncommand = \"sleep 1000\"\n\n[services.b]\ncommand = \"sleep 1000\"\nneedz = [\"a\"]\n", "pm.toml:6: ", "needz"),
+        ("[services.a]\ncommand = \"sleep 1000\"\nneeds = [\"nope\"]\n", "pm.toml:3: ", "\"nope\", which is not in this file"),
+        ("[services.a]\ncommand = \"sleep 1000\"\nneeds = [\"b\"]\n[services.b]\ncommand = \"sleep 1000\"\nneeds = [\"a\"]\n", "pm.toml:", "dependency cycle: a -> b -> a"),
+        ("[services.a]\ncommand = \"sleep 1000\"\n", "", "no service \"zz\""),
+    ];
+    for (toml, at, what) in cases {
+        write_stack(&sb, toml);
+        let args: &[&str] = if what.contains("zz") { &["zz"] } else { &[] };
+        let out = up(&sb, args);
+        assert_code(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains(at) && err.contains(what), "{toml}\n{}", describe(&out));
+        assert!(sb.processes().is_empty(), "something started: {toml}");
+        assert!(sb.record("a").is_none(), "a record was written: {toml}");
+    }
+    let out = sb.cmd("pm-up").args(["-f", "missing.toml"]).output().unwrap();
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("missing.toml"), "{}", describe(&out));
+}
+
+#[test]
+fn a_failed_service_stops_the_start_of_what_needs_it() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.db]\ncommand = \"echo cannot open data >&2; exit 3\"\n\n[services.web]\ncommand = \"sleep 1000\"\nneeds = [\"db\"]\n\n[services.other]\ncommand = \"sleep 1000\"\n",
+    );
+    let out = up(&sb, &[]);
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("pm-up: web: not started: it needs db, which failed"), "{err}");
+    assert!(err.contains("cannot open data"), "no log tail: {err}");
+    assert!(sb.record("web").is_none(), "web was started");
+    live_pid(&sb, "other");
+    assert_success(&down(&sb, &[]), "pm-down");
+    assert_nothing_left(&sb);
+}
+
+#[test]
+fn ctrl_c_during_up_stops_what_it_started_and_dies_of_sigint() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"exec sleep 1000\"\n\n[services.b]\ncommand = \"exec sleep 1001\"\nready = \"file:never\"\nready_timeout = \"100s\"\nneeds = [\"a\"]\n",
+    );
+    let run = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("b is being started", || {
+        sb.pid("b").is_some_and(is_alive) && sb.pid("a").is_some_and(is_alive)
+    });
+    let (a, b) = (sb.pid("a").unwrap(), sb.pid("b").unwrap());
+    kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
+    let done = run.finish(Duration::from_secs(60));
+    assert_eq!(done.status.signal(), Some(Signal::SIGINT as i32), "{}", done.describe());
+    assert_gone(a);
+    assert_gone(b);
+    assert_nothing_left(&sb);
+}
