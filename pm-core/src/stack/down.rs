@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::report::say;
 use crate::stop::{stop_name, Options, Report};
 use crate::{Code, Name, StateDir};
@@ -16,7 +16,12 @@ const TOOL: &str = "pm-down";
 /// Stops the services of the stack in `file` that `targets` name (`NAME` or `@TAG`;
 /// none: every service started from `file`), and everything recorded as needing them,
 /// dependents first; independent services are stopped at the same time.
-pub fn down(file: &Path, state_dir: Option<&Path>, targets: &[String], opts: &Options) -> Result<Code> {
+pub fn down(
+    file: &Path,
+    state_dir: Option<&Path>,
+    targets: &[String],
+    opts: &Options,
+) -> Result<Code> {
     let sd = StateDir::resolve(state_dir, false)?;
     // name -> what it was started needing, for every record started from a stack.
     let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -30,7 +35,10 @@ pub fn down(file: &Path, state_dir: Option<&Path>, targets: &[String], opts: &Op
         if m.file == file {
             from_file.insert(name.to_string());
         }
-        needs.insert(name.to_string(), m.needs.into_iter().map(|n| n.name).collect());
+        needs.insert(
+            name.to_string(),
+            m.needs.into_iter().map(|n| n.name).collect(),
+        );
         tags.insert(name.to_string(), m.tags);
     }
     let mut code = Code::Ok;
@@ -38,7 +46,10 @@ pub fn down(file: &Path, state_dir: Option<&Path>, targets: &[String], opts: &Op
     if targets.is_empty() {
         set = from_file;
         if set.is_empty() {
-            eprintln!("{TOOL}: {}: no service was started from this file", file.display());
+            eprintln!(
+                "{TOOL}: {}: no service was started from this file",
+                file.display()
+            );
         }
     }
     for t in targets {
@@ -116,9 +127,7 @@ pub fn down(file: &Path, state_dir: Option<&Path>, targets: &[String], opts: &Op
 }
 
 fn stop_one(sd: &StateDir, name: &str, opts: &Options) -> Code {
-    let stopped = Name::new(name)
-        .map_err(Error::from)
-        .and_then(|n| stop_name(sd, &n, opts, TOOL));
+    let stopped = Name::new(name).and_then(|n| stop_name(sd, &n, opts, TOOL));
     match stopped {
         Ok(r) => {
             say(TOOL, name, r.describe());

@@ -181,7 +181,13 @@ pub struct Stack {
 fn at(file: &Path, src: &str, at: Option<usize>, msg: impl Into<String>) -> Error {
     Error::Stack {
         file: file.to_path_buf(),
-        line: at.map(|i| src.as_bytes()[..i.min(src.len())].iter().filter(|b| **b == b'\n').count() + 1),
+        line: at.map(|i| {
+            src.as_bytes()[..i.min(src.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        }),
         msg: msg.into(),
     }
 }
@@ -206,8 +212,8 @@ impl Stack {
 
     /// Checks `src` as the contents of `file`.
     pub fn parse(file: &Path, src: &str) -> Result<Stack> {
-        let parsed: FileToml =
-            toml::from_str(src).map_err(|e| at(file, src, e.span().map(|s| s.start), e.message()))?;
+        let parsed: FileToml = toml::from_str(src)
+            .map_err(|e| at(file, src, e.span().map(|s| s.start), e.message()))?;
         let dir = file.parent().unwrap_or(Path::new("/"));
         let mut services = BTreeMap::new();
         for (key, spanned) in &parsed.services {
@@ -224,20 +230,27 @@ impl Stack {
                         file,
                         src,
                         needs_at,
-                        format!("service {key} needs {:?}, which is not in this file", need.name),
+                        format!(
+                            "service {key} needs {:?}, which is not in this file",
+                            need.name
+                        ),
                     ));
                 };
                 let problem = match (dep.oneshot, need.condition) {
-                    (true, Condition::Succeeded) | (false, Condition::Ready | Condition::Started) => {
-                        None
-                    }
+                    (true, Condition::Succeeded)
+                    | (false, Condition::Ready | Condition::Started) => None,
                     (true, _) => Some("is a oneshot task: need it \"succeeded\""),
-                    (false, Condition::Succeeded) => {
-                        Some("is not a oneshot task, so it never \"succeeded\" (set oneshot = true)")
-                    }
+                    (false, Condition::Succeeded) => Some(
+                        "is not a oneshot task, so it never \"succeeded\" (set oneshot = true)",
+                    ),
                 };
                 if let Some(p) = problem {
-                    return Err(at(file, src, needs_at, format!("service {key} needs {}, which {p}", need.name)));
+                    return Err(at(
+                        file,
+                        src,
+                        needs_at,
+                        format!("service {key} needs {}, which {p}", need.name),
+                    ));
                 }
             }
         }
@@ -248,7 +261,12 @@ impl Stack {
         if let Some(cycle) = stack.cycle() {
             let first = &cycle[0];
             let start = parsed.services.get(first).map(|s| s.span().start);
-            return Err(at(file, src, start, format!("dependency cycle: {}", cycle.join(" -> "))));
+            return Err(at(
+                file,
+                src,
+                start,
+                format!("dependency cycle: {}", cycle.join(" -> ")),
+            ));
         }
         Ok(stack)
     }
@@ -276,7 +294,12 @@ impl Stack {
             }
             mark.insert(n, 1);
             path.push(n);
-            for need in s.services.get(n).map(|x| x.needs.as_slice()).unwrap_or_default() {
+            for need in s
+                .services
+                .get(n)
+                .map(|x| x.needs.as_slice())
+                .unwrap_or_default()
+            {
                 if let Some(c) = visit(s, &need.name, mark, path) {
                     return Some(c);
                 }
@@ -308,7 +331,12 @@ impl Stack {
                     .filter(|s| s.tags.iter().any(|x| x == tag))
                     .map(|s| s.name.to_string())
                     .collect(),
-                None => self.services.get(t).map(|s| s.name.to_string()).into_iter().collect(),
+                None => self
+                    .services
+                    .get(t)
+                    .map(|s| s.name.to_string())
+                    .into_iter()
+                    .collect(),
             };
             if found.is_empty() {
                 return Err(Error::Stack {
@@ -374,7 +402,11 @@ fn read_env_file(path: &Path) -> std::result::Result<Vec<(String, String)>, Stri
         };
         let k = k.trim();
         if k.is_empty() || k.contains(char::is_whitespace) {
-            return Err(format!("{}:{}: invalid variable name {k:?}", path.display(), i + 1));
+            return Err(format!(
+                "{}:{}: invalid variable name {k:?}",
+                path.display(),
+                i + 1
+            ));
         }
         let v = v.trim();
         let v = [('"', '"'), ('\'', '\'')]
@@ -443,7 +475,10 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         crate::monitor::Policy::parse(r).map_err(|e| format!("restart: {e}"))?;
     }
     if t.oneshot && (t.restart.as_deref().is_some_and(|r| r != "no") || !ready.is_empty()) {
-        return Err("a oneshot task has no restart policy and no ready checks: it succeeds by exiting 0".into());
+        return Err(
+            "a oneshot task has no restart policy and no ready checks: it succeeds by exiting 0"
+                .into(),
+        );
     }
     let cpu_max = t
         .cpu_max
@@ -497,7 +532,11 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         return Err("a service cannot need itself".into());
     }
     for tag in &t.tags {
-        if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if tag.is_empty()
+            || !tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             return Err(format!("tags: invalid tag {tag:?} (use A-Z a-z 0-9 . _ -)"));
         }
     }
@@ -560,7 +599,10 @@ needs = { db = "ready", migrate = "succeeded" }
         assert_eq!(web.request.cwd.as_deref(), Some(Path::new("/srv/app/www")));
         assert_eq!(web.request.env, vec![("PORT".into(), "8000".into())]);
         assert_eq!(web.needs.len(), 2);
-        assert_eq!(s.services["migrate"].request.command[..2], ["/bin/sh", "-c"]);
+        assert_eq!(
+            s.services["migrate"].request.command[..2],
+            ["/bin/sh", "-c"]
+        );
         assert_eq!(s.services["db"].request.ready, vec!["tcp:5432"]);
         let all: Vec<_> = s.select(&["web".into()]).unwrap().into_iter().collect();
         assert_eq!(all, ["db", "migrate", "web"]);
@@ -575,7 +617,9 @@ needs = { db = "ready", migrate = "succeeded" }
         let e = err("[services.a]\ncommand = \"x\"\ncomand = \"y\"\n");
         assert!(e.starts_with("/srv/app/pm.toml:3: "), "{e}");
         assert!(e.contains("comand"), "{e}");
-        let e = err("[services.a]\ncommand = \"x\"\n\n[services.b]\ncommand = \"y\"\nneeds = [\"c\"]\n");
+        let e = err(
+            "[services.a]\ncommand = \"x\"\n\n[services.b]\ncommand = \"y\"\nneeds = [\"c\"]\n",
+        );
         assert!(e.starts_with("/srv/app/pm.toml:6: "), "{e}");
         assert!(e.contains("\"c\", which is not in this file"), "{e}");
         let e = err("[services.a]\ncommand = \"x\"\nneeds = [\"b\"]\n[services.b]\ncommand = \"y\"\nneeds = [\"a\"]\n");
@@ -627,7 +671,11 @@ needs = { db = "ready", migrate = "succeeded" }
             ]
         );
         std::fs::write(dir.path().join(".env"), "junk\n").unwrap();
-        let e = Stack::parse(&file, "[services.a]\ncommand = \"x\"\nenv_file = \".env\"\n").unwrap_err();
+        let e = Stack::parse(
+            &file,
+            "[services.a]\ncommand = \"x\"\nenv_file = \".env\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains(".env:1: expected KEY=VALUE"), "{e}");
     }
 }

@@ -36,7 +36,9 @@ enum Progress {
     /// A child of pm-up is starting it.
     Starting(Pid),
     /// Up (or a task succeeded); `started`: by this pm-up (so Ctrl-C stops it again).
-    Up { started: bool },
+    Up {
+        started: bool,
+    },
     Failed,
     /// Not started: something it needs failed.
     Skipped,
@@ -89,8 +91,10 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
     let mut watched: Vec<Signal> = signal::INTERRUPTS.to_vec();
     watched.push(Signal::SIGCHLD);
     let sigs = signal::signal_fd(&watched)?;
-    let mut progress: BTreeMap<&str, Progress> =
-        want.iter().map(|n| (n.as_str(), Progress::Waiting)).collect();
+    let mut progress: BTreeMap<&str, Progress> = want
+        .iter()
+        .map(|n| (n.as_str(), Progress::Waiting))
+        .collect();
     // Names in the order they came up, to stop them in reverse on an interrupt.
     let mut came_up: Vec<&str> = Vec::new();
     let mut interrupted: Option<Signal> = None;
@@ -106,8 +110,8 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
             })
             .collect();
         if children.is_empty() {
-            let launchable = interrupted.is_none()
-                && progress.values().any(|p| *p == Progress::Waiting);
+            let launchable =
+                interrupted.is_none() && progress.values().any(|p| *p == Progress::Waiting);
             if launchable {
                 continue;
             }
@@ -171,7 +175,11 @@ fn launch_ready<'a>(
                 Progress::Failed => "failed",
                 _ => "was not started",
             };
-            say(TOOL, name, format!("not started: it needs {}, which {why}", n.name));
+            say(
+                TOOL,
+                name,
+                format!("not started: it needs {}, which {why}", n.name),
+            );
             progress.insert(name, Progress::Skipped);
             continue;
         }
@@ -195,7 +203,13 @@ fn launch_ready<'a>(
                 );
                 Progress::Failed
             }
-            f => Progress::Starting(fork_start(stack, sd, svc, mask, matches!(f, Found::Changed))?),
+            f => Progress::Starting(fork_start(
+                stack,
+                sd,
+                svc,
+                mask,
+                matches!(f, Found::Changed),
+            )?),
         };
         progress.insert(name, next);
     }
@@ -203,7 +217,13 @@ fn launch_ready<'a>(
 }
 
 /// Forks the child that starts `svc` (stopping the running one first if `restart`).
-fn fork_start(stack: &Stack, sd: &StateDir, svc: &Service, mask: &SigSet, restart: bool) -> Result<Pid> {
+fn fork_start(
+    stack: &Stack,
+    sd: &StateDir,
+    svc: &Service,
+    mask: &SigSet,
+    restart: bool,
+) -> Result<Pid> {
     match sys::fork_single_threaded().map_err(|e| Error::Os(format!("fork: {e}")))? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
@@ -227,9 +247,21 @@ fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, restart: bool) -> Ende
     let name = svc.name.as_str();
     if restart {
         match stop::stop_name(sd, &svc.name, &stop::Options::default(), TOOL) {
-            Ok(r) => say(TOOL, name, format!("definition changed in {}: {}", stack.file.display(), r.describe())),
+            Ok(r) => say(
+                TOOL,
+                name,
+                format!(
+                    "definition changed in {}: {}",
+                    stack.file.display(),
+                    r.describe()
+                ),
+            ),
             Err(e) => {
-                say(TOOL, name, format!("definition changed, but it cannot be stopped: {e}"));
+                say(
+                    TOOL,
+                    name,
+                    format!("definition changed, but it cannot be stopped: {e}"),
+                );
                 return Code::Failure.into();
             }
         }
@@ -303,8 +335,12 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
     })?;
     let pid = child.id() as i32;
     let handle = crate::process::Handle::of_child(pid)?;
-    let stop_signal = req.stop_signal.unwrap_or(crate::record::DEFAULT_STOP_SIGNAL);
-    let stop_timeout = req.stop_timeout.unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
+    let stop_signal = req
+        .stop_signal
+        .unwrap_or(crate::record::DEFAULT_STOP_SIGNAL);
+    let stop_timeout = req
+        .stop_timeout
+        .unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
     let deadline = req.ready_timeout.map(|t| began + t);
     let group = Pid::from_raw(pid);
     let mut fate: Option<(Signal, &str)> = None;
@@ -337,15 +373,25 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
     // Still our unreaped child, so the group cannot be another's yet: nothing it left
     // behind outlives the task.
     let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
-    let status = child.wait().map_err(|e| Error::Os(format!("waiting for {name}: {e}")))?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::Os(format!("waiting for {name}: {e}")))?;
     let took = crate::duration::elapsed(began.elapsed());
     match fate {
         Some((sig, "interrupted")) => {
-            say(TOOL, name.as_str(), format!("interrupted after {took}; the task was stopped"));
+            say(
+                TOOL,
+                name.as_str(),
+                format!("interrupted after {took}; the task was stopped"),
+            );
             return Ok(Ended::Signal(sig));
         }
         Some((_, why)) => {
-            say(TOOL, name.as_str(), format!("{why} after {took}; the task was killed"));
+            say(
+                TOOL,
+                name.as_str(),
+                format!("{why} after {took}; the task was killed"),
+            );
             return Ok(Code::Failure.into());
         }
         None => {}
@@ -363,7 +409,11 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
         ),
         _ => "failed".into(),
     };
-    say(TOOL, name.as_str(), format!("failed: {how} after {took} (log {})", log.display()));
+    say(
+        TOOL,
+        name.as_str(),
+        format!("failed: {how} after {took} (log {})", log.display()),
+    );
     for line in crate::report::log_tail(&log, from, 10) {
         eprintln!("  {line}");
     }
@@ -383,7 +433,11 @@ fn wait_exit(
     };
     let timeout = PollTimeout::try_from(step.as_millis().min(i32::MAX as u128) as i32)
         .unwrap_or(PollTimeout::NONE);
-    let timeout = if step == Duration::MAX { PollTimeout::NONE } else { timeout };
+    let timeout = if step == Duration::MAX {
+        PollTimeout::NONE
+    } else {
+        timeout
+    };
     let mut fds = vec![PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
     if let Some(fd) = handle.pidfd() {
         fds.push(PollFd::new(fd, PollFlags::POLLIN));

@@ -217,7 +217,10 @@ impl Spec {
             }
         };
         Ok(Spec {
-            stack: cli.stack.clone().or_else(|| rec.and_then(|r| r.stack.clone())),
+            stack: cli
+                .stack
+                .clone()
+                .or_else(|| rec.and_then(|r| r.stack.clone())),
             log_rotation,
             restart,
             print_pid: cli.print_pid,

@@ -76,7 +76,10 @@ fn up_follows_needs_and_down_reverses_the_recorded_order() {
         &sb,
         &ORDERED
             .replace("needs = { db = \"ready\", migrate = \"succeeded\" }", "")
-            .replace("ready = \"file:db.ready\"", "ready = \"file:db.ready\"\nneeds = [\"web\"]"),
+            .replace(
+                "ready = \"file:db.ready\"",
+                "ready = \"file:db.ready\"\nneeds = [\"web\"]",
+            ),
     );
     let out = down(&sb, &[]);
     assert_success(&out, "pm-down");
@@ -140,8 +143,16 @@ fn up_leaves_an_unchanged_service_alone_and_restarts_a_changed_one() {
     let out = down(&sb, &["db"]);
     assert_success(&out, "pm-down db");
     let lines = stderr_lines(&out);
-    let pos = |n: &str| lines.iter().position(|l| l.starts_with(&format!("pm-down: {n}: stopped")));
-    assert!(pos("web") < pos("db") && pos("db").is_some(), "{}", describe(&out));
+    let pos = |n: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(&format!("pm-down: {n}: stopped")))
+    };
+    assert!(
+        pos("web") < pos("db") && pos("db").is_some(),
+        "{}",
+        describe(&out)
+    );
     assert_nothing_left(&sb);
 }
 
@@ -160,11 +171,19 @@ fn a_bad_file_is_a_usage_error_and_starts_nothing() {
         let out = up(&sb, args);
         assert_code(&out, 2);
         let err = stderr(&out);
-        assert!(err.contains(at) && err.contains(what), "{toml}\n{}", describe(&out));
+        assert!(
+            err.contains(at) && err.contains(what),
+            "{toml}\n{}",
+            describe(&out)
+        );
         assert!(sb.processes().is_empty(), "something started: {toml}");
         assert!(sb.record("a").is_none(), "a record was written: {toml}");
     }
-    let out = sb.cmd("pm-up").args(["-f", "missing.toml"]).output().unwrap();
+    let out = sb
+        .cmd("pm-up")
+        .args(["-f", "missing.toml"])
+        .output()
+        .unwrap();
     assert_code(&out, 2);
     assert!(stderr(&out).contains("missing.toml"), "{}", describe(&out));
 }
@@ -179,7 +198,10 @@ fn a_failed_service_stops_the_start_of_what_needs_it() {
     let out = up(&sb, &[]);
     assert_code(&out, 1);
     let err = stderr(&out);
-    assert!(err.contains("pm-up: web: not started: it needs db, which failed"), "{err}");
+    assert!(
+        err.contains("pm-up: web: not started: it needs db, which failed"),
+        "{err}"
+    );
     assert!(err.contains("cannot open data"), "no log tail: {err}");
     assert!(sb.record("web").is_none(), "web was started");
     live_pid(&sb, "other");
@@ -201,7 +223,12 @@ fn ctrl_c_during_up_stops_what_it_started_and_dies_of_sigint() {
     let (a, b) = (sb.pid("a").unwrap(), sb.pid("b").unwrap());
     kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
     let done = run.finish(Duration::from_secs(60));
-    assert_eq!(done.status.signal(), Some(Signal::SIGINT as i32), "{}", done.describe());
+    assert_eq!(
+        done.status.signal(),
+        Some(Signal::SIGINT as i32),
+        "{}",
+        done.describe()
+    );
     assert_gone(a);
     assert_gone(b);
     assert_nothing_left(&sb);
