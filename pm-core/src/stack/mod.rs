@@ -638,6 +638,13 @@ needs = { db = "ready", migrate = "succeeded" }
     }
 
     #[test]
+    fn the_example_file_is_a_valid_stack() {
+        let s = parse(include_str!("../../../examples/pm.toml")).unwrap();
+        let web: Vec<_> = s.select(&["@front".into()]).unwrap().into_iter().collect();
+        assert_eq!(web, ["db", "migrate", "web"]);
+    }
+
+    #[test]
     fn the_definition_ignores_needs_and_tags() {
         let a = parse("[services.a]\ncommand = \"x\"\n").unwrap();
         let b = parse("[services.a]\ncommand = \"x\"\ntags = [\"t\"]\n").unwrap();
