@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn completions_offer_recorded_names() {
         let c = completions().unwrap();
-        assert_eq!(c.len(), 15);
+        assert_eq!(c.len(), 21);
         let bash = &c.iter().find(|(n, _)| n == "pm-stop.bash").unwrap().1;
         assert!(bash.contains("pm-status \"${sd[@]}\" --complete-names"));
         assert!(bash.contains("complete -F _pm_stop_with_names"));
