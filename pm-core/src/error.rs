@@ -74,6 +74,9 @@ pub enum Error {
     #[error("no record for {0} (start it once with a command: pm-start {0} -- COMMAND)")]
     NoRecord(String),
 
+    #[error("@{0}: no recorded service is tagged {0:?}")]
+    NoTag(String),
+
     #[error("{0}")]
     Os(String),
 
@@ -122,7 +125,7 @@ impl Error {
             | Error::InvalidDuration(_)
             | Error::InvalidArgument { .. }
             | Error::Stack { .. } => Code::Usage,
-            Error::NoRecord(_) => Code::Unknown,
+            Error::NoRecord(_) | Error::NoTag(_) => Code::Unknown,
             _ => Code::Failure,
         }
     }

@@ -325,6 +325,43 @@ impl StateDir {
         self.list_keeping(true)
     }
 
+    /// Command-line NAMEs as names: each `@TAG` becomes every recorded service with that
+    /// tag (pm-up records a stack service's tags), in start order; a NAME stays as given.
+    /// A tag no record has is an error (exit status 4), so a typo does not act on nothing.
+    pub fn targets(&self, args: &[String]) -> Result<Vec<Name>> {
+        let mut listed: Option<Vec<(Name, Vec<String>)>> = None;
+        let mut out: Vec<Name> = Vec::new();
+        for a in args {
+            let Some(tag) = a.strip_prefix('@') else {
+                out.push(Name::new(a)?);
+                continue;
+            };
+            let recs = match &mut listed {
+                Some(l) => l,
+                None => listed.insert(
+                    self.list_for_report()?
+                        .into_iter()
+                        .filter_map(|(n, r)| Some((n, r.ok()?.stack?.tags)))
+                        .collect(),
+                ),
+            };
+            let tagged: Vec<&Name> = recs
+                .iter()
+                .filter(|(_, tags)| tags.iter().any(|t| t == tag))
+                .map(|(n, _)| n)
+                .collect();
+            if tagged.is_empty() {
+                return Err(Error::NoTag(tag.to_string()));
+            }
+            for n in tagged {
+                if !out.contains(n) {
+                    out.push(n.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// [`StateDir::list`] for reports: each record's `environment` (most of its size) is
     /// dropped as soon as it is read, so a thousand records do not sit in memory with a
     /// thousand copies of the caller's environment. Never write these records back.

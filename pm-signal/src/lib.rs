@@ -9,7 +9,7 @@ use clap::Parser;
 use pm_core::deliver::send;
 use pm_core::report::say;
 use pm_core::signal::Signal;
-use pm_core::{cli, Code, Name, StateDir};
+use pm_core::{cli, Code, StateDir};
 
 const TOOL: &str = "pm-signal";
 
@@ -29,7 +29,7 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "pm-signal", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Services to signal, in this order
+    /// Services to signal, in this order (@TAG: every recorded service with that tag)
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
 
@@ -53,13 +53,9 @@ pub struct Cli {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let names = cli
-        .names
-        .iter()
-        .map(|n| Name::new(n))
-        .collect::<Result<Vec<_>, _>>()?;
     let template = pm_core::name::pidfile_template(cli.pidfile.as_deref())?;
     let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
+    let names = sd.targets(&cli.names)?;
     let mut codes = Vec::new();
     for name in &names {
         match send(&sd, name, cli.signal, cli.group, template.as_deref()) {

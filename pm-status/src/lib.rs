@@ -36,7 +36,8 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "pm-status", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Services to report, in this order [default: every recorded service, in start order]
+    /// Services to report, in this order (@TAG: every recorded service with that tag)
+    /// [default: every recorded service, in start order]
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
 
@@ -83,10 +84,7 @@ fn records(
             .map(|(n, r)| (n, r.map(Some)))
             .collect());
     }
-    let names: Vec<Name> = names
-        .iter()
-        .map(|n| Name::new(n))
-        .collect::<Result<_, _>>()?;
+    let names = sd.targets(names)?;
     Ok(names
         .into_iter()
         .map(|n| {

@@ -8,7 +8,7 @@ use clap::Parser;
 use pm_core::report::say;
 use pm_core::signal::Signal;
 use pm_core::stop::{forget_name, stop_name, Options};
-use pm_core::{Code, Name, StateDir};
+use pm_core::{Code, StateDir};
 
 const TOOL: &str = "pm-stop";
 
@@ -32,7 +32,7 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "pm-stop", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Services to stop, in this order
+    /// Services to stop, in this order (@TAG: every recorded service with that tag)
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
 
@@ -63,11 +63,6 @@ pub struct Cli {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let names = cli
-        .names
-        .iter()
-        .map(|n| Name::new(n))
-        .collect::<Result<Vec<_>, _>>()?;
     let opts = Options {
         pidfile_template: pm_core::name::pidfile_template(cli.pidfile.as_deref())?,
         ..Options {
@@ -78,6 +73,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
     };
     let sd = StateDir::resolve(cli.state_dir.as_deref(), true)?;
+    let names = sd.targets(&cli.names)?;
     pm_core::stop::report_interrupts(TOOL)?;
     // `pm-stop --signal HUP nginx` is a start-stop-daemon habit for a reload: it waits for
     // an exit that never comes, then SIGKILLs.

@@ -233,3 +233,48 @@ fn ctrl_c_during_up_stops_what_it_started_and_dies_of_sigint() {
     assert_gone(b);
     assert_nothing_left(&sb);
 }
+
+/// `@TAG` names every recorded service with that tag, in pm-status, pm-signal and pm-stop;
+/// a tag no record has is exit 4 and touches nothing.
+#[test]
+fn tags_select_services_in_every_tool() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"trap 'echo hup >> a.hup' HUP; sleep 1000 & while :; do wait; done\"\ntags = [\"web\"]\n\n[services.b]\ncommand = [\"sleep\", \"1000\"]\ntags = [\"web\", \"x\"]\n\n[services.c]\ncommand = [\"sleep\", \"1001\"]\n",
+    );
+    assert_success(&up(&sb, &[]), "pm-up");
+    let c = live_pid(&sb, "c");
+    let out = sb.status(&["--json", "@web"]);
+    assert_success(&out, "pm-status @web");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    let out = sb
+        .cmd("pm-signal")
+        .args(["-s", "HUP", "@web"])
+        .output()
+        .unwrap();
+    assert_success(&out, "pm-signal @web");
+    wait_until("a got SIGHUP", || sb.path("a.hup").exists());
+    let out = sb.stop(&["@nope"]);
+    assert_code(&out, 4);
+    assert!(
+        stderr(&out).contains("no recorded service is tagged \"nope\""),
+        "{}",
+        describe(&out)
+    );
+    let out = sb.stop(&["@web"]);
+    assert_success(&out, "pm-stop @web");
+    assert_eq!(sb.state_of("a"), "stopped");
+    assert_eq!(sb.state_of("b"), "stopped");
+    assert_eq!(live_pid(&sb, "c"), c);
+    assert_success(&down(&sb, &[]), "pm-down");
+    assert_nothing_left(&sb);
+}
