@@ -33,6 +33,7 @@ pub mod status;
 pub mod stop;
 mod sys;
 pub mod untrusted;
+pub mod watch;
 pub use sys::terminal_width;
 
 pub use error::{Error, Result};

@@ -52,7 +52,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The tools the tests run.
-pub const TOOLS: [&str; 7] = [
+pub const TOOLS: [&str; 8] = [
     "pm-start",
     "pm-stop",
     "pm-status",
@@ -60,6 +60,7 @@ pub const TOOLS: [&str; 7] = [
     "pm-signal",
     "pm-up",
     "pm-down",
+    "pm-wait",
 ];
 
 /// Fails unless every tool in `dir` is at least as new as its sources: `cargo test -p

@@ -57,6 +57,10 @@ Interrupted (SIGINT, SIGTERM, SIGHUP), pm\\-up stops the half-done starts and wh
             cmd: pm_down::Cli::command(),
             extra: "The order comes from the records: each service started by pm\\-up recorded what it needed, so pm\\-down stops every service before the services it needs, whatever the file says by then. Services that do not need each other are stopped at the same time, each as pm\\-stop stops it.",
         },
+        Page {
+            cmd: pm_wait::Cli::command(),
+            extra: "pm\\-wait looks at each service as pm\\-status does, then sleeps until something can have changed: a record written in the state directory (inotify) or a service process that ends (its pidfd). It uses no CPU while it waits. A name with no record counts as stopped, and for \\-\\-for ready is waited for (a start elsewhere may record it).",
+        },
     ]
 }
 
@@ -126,6 +130,7 @@ Otherwise $XDG_RUNTIME_DIR/pm, /run/pm for root, else ${TMPDIR:\\-/tmp}/pm\\-$UI
         "pm-signal",
         "pm-up",
         "pm-down",
+        "pm-wait",
     ]
     .iter()
     .filter(|t| **t != name)
@@ -264,7 +269,7 @@ mod tests {
     #[test]
     fn completions_offer_recorded_names() {
         let c = completions().unwrap();
-        assert_eq!(c.len(), 21);
+        assert_eq!(c.len(), 24);
         let bash = &c.iter().find(|(n, _)| n == "pm-stop.bash").unwrap().1;
         assert!(bash.contains("pm-status \"${sd[@]}\" --complete-names"));
         assert!(bash.contains("complete -F _pm_stop_with_names"));

@@ -20,7 +20,7 @@ fn prefix() -> Option<PathBuf> {
     }
 }
 
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 8] = [
     "pm-start",
     "pm-stop",
     "pm-status",
@@ -28,6 +28,7 @@ const TOOLS: [&str; 7] = [
     "pm-signal",
     "pm-up",
     "pm-down",
+    "pm-wait",
 ];
 
 #[test]

@@ -16,3 +16,4 @@ mod start;
 mod status;
 mod stop;
 mod supervise;
+mod wait;
