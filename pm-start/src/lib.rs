@@ -182,6 +182,7 @@ impl Cli {
             log_keep: self.log_keep,
             log_timestamps: self.log_timestamps,
             stack: None,
+            replace: false,
         }
     }
 }

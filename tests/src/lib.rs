@@ -52,7 +52,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The tools the tests run.
-pub const TOOLS: [&str; 8] = [
+pub const TOOLS: [&str; 9] = [
     "pm-start",
     "pm-stop",
     "pm-status",
@@ -61,6 +61,7 @@ pub const TOOLS: [&str; 8] = [
     "pm-up",
     "pm-down",
     "pm-wait",
+    "pm-restart",
 ];
 
 /// Fails unless every tool in `dir` is at least as new as its sources: `cargo test -p

@@ -61,6 +61,10 @@ Interrupted (SIGINT, SIGTERM, SIGHUP), pm\\-up stops the half-done starts and wh
             cmd: pm_wait::Cli::command(),
             extra: "pm\\-wait looks at each service as pm\\-status does, then sleeps until something can have changed: a record written in the state directory (inotify) or a service process that ends (its pidfd). It uses no CPU while it waits. A name with no record counts as stopped, and for \\-\\-for ready is waited for (a start elsewhere may record it).",
         },
+        Page {
+            cmd: pm_restart::Cli::command(),
+            extra: "The stop and the start are made under one hold of the name's lock: a pm\\-start (or pm\\-up) of the same name that comes meanwhile waits, then finds the new start. A supervised service's monitor is stopped first (outside the lock, which it needs to restart the service), and the start forks a new one. The restart runs what the record says: the command, options, working directory and environment of the last start with a command.",
+        },
     ]
 }
 
@@ -131,6 +135,7 @@ Otherwise $XDG_RUNTIME_DIR/pm, /run/pm for root, else ${TMPDIR:\\-/tmp}/pm\\-$UI
         "pm-up",
         "pm-down",
         "pm-wait",
+        "pm-restart",
     ]
     .iter()
     .filter(|t| **t != name)
@@ -269,7 +274,7 @@ mod tests {
     #[test]
     fn completions_offer_recorded_names() {
         let c = completions().unwrap();
-        assert_eq!(c.len(), 24);
+        assert_eq!(c.len(), 27);
         let bash = &c.iter().find(|(n, _)| n == "pm-stop.bash").unwrap().1;
         assert!(bash.contains("pm-status \"${sd[@]}\" --complete-names"));
         assert!(bash.contains("complete -F _pm_stop_with_names"));

@@ -216,6 +216,17 @@ fn admit(
             }
             go!();
         }
+        if req.replace && seen.state == State::Running {
+            // The monitor, if any, was stopped by the caller (a monitor takes this lock
+            // to restart); one that came since finds the record rewritten and leaves.
+            let opts = stop::Options::default();
+            let report = stop::stop_inspected(sd, name, seen, &opts, "pm-restart")?;
+            say("pm-restart", name.as_str(), report.describe());
+            if report.code() != Code::Ok {
+                return Ok(Err(Code::Failure.into()));
+            }
+            continue;
+        }
         let Some(rec) = seen.record.clone() else {
             go!()
         };

@@ -51,6 +51,9 @@ pub struct Request {
     pub log_timestamps: bool,
     /// Started by pm-up: what the record keeps of the stack.
     pub stack: Option<record::Member>,
+    /// pm-restart: what runs is stopped first, under the same hold of the name's lock as
+    /// the start, so no other start can come in between.
+    pub replace: bool,
 }
 
 impl Request {

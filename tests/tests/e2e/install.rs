@@ -20,7 +20,7 @@ fn prefix() -> Option<PathBuf> {
     }
 }
 
-const TOOLS: [&str; 8] = [
+const TOOLS: [&str; 9] = [
     "pm-start",
     "pm-stop",
     "pm-status",
@@ -29,6 +29,7 @@ const TOOLS: [&str; 8] = [
     "pm-up",
     "pm-down",
     "pm-wait",
+    "pm-restart",
 ];
 
 #[test]

@@ -9,6 +9,7 @@ mod install;
 mod lifecycle;
 mod logs;
 mod recipes;
+mod restart;
 mod services;
 mod signal;
 mod stack;

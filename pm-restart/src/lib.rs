@@ -1,0 +1,72 @@
+//! pm-restart: stop a service and start it again from its record, the stop and the start
+//! under one hold of the name's lock, so no other start can run in between. The command
+//! line only: the start is [`pm_core::start::run`] with `replace`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use pm_core::report::say;
+use pm_core::start::{Ended, Request};
+use pm_core::{Code, StateDir};
+
+const EXAMPLES: &str = "\
+Examples:
+  Restart web with the command, options and environment it was started with:
+    pm-restart web
+
+  Restart every service tagged front, one after the other:
+    pm-restart @front";
+
+/// Restart services: stop each (as pm-stop does) and start it again from its record (as
+/// `pm-start NAME` does), holding its lock from the stop to the end of the start. A
+/// service that is not running is simply started.
+#[derive(Debug, Parser)]
+#[command(name = "pm-restart", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Services to restart, in this order (@TAG: every recorded service with that tag)
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+
+    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let sd = StateDir::resolve(cli.state_dir.as_deref(), true)?;
+    let names = sd.targets(&cli.names)?;
+    let mut codes = Vec::new();
+    for name in &names {
+        // A supervised service's monitor goes first, outside the lock it would need to
+        // restart the service (as pm-stop does it).
+        if let Ok(Some(rec)) = sd.read_record(name) {
+            if let Err(e) = pm_core::monitor::stop_monitor(&rec, rec.stop_timeout) {
+                say("pm-restart", name.as_str(), &e);
+                codes.push(Code::Failure);
+                continue;
+            }
+        }
+        let req = Request {
+            replace: true,
+            ..Request::again(name, sd.path())
+        };
+        match pm_core::start::run(&req).with_context(|| name.to_string())? {
+            Ended::Code(c) => codes.push(c),
+            e @ Ended::Signal(_) => return Ok(e.exit()),
+        }
+    }
+    Ok(Code::worst(codes).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
