@@ -8,7 +8,7 @@ MANDIR = $(DESTDIR)$(PREFIX)/share/man
 BASHDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 ZSHDIR = $(DESTDIR)$(PREFIX)/share/zsh/site-functions
 FISHDIR = $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-TOOLS = pm-start pm-stop pm-status pm-stopall pm-signal pm-up pm-down pm-wait pm-restart
+TOOLS = pm-start pm-stop pm-status pm-stopall pm-signal pm-up pm-down pm-wait pm-restart pm-logs
 
 .PHONY: all build install uninstall test man completions
 

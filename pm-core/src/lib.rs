@@ -32,6 +32,7 @@ pub mod state;
 pub mod status;
 pub mod stop;
 mod sys;
+pub mod tail;
 pub mod untrusted;
 pub mod watch;
 pub use sys::terminal_width;

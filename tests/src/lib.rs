@@ -52,7 +52,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The tools the tests run.
-pub const TOOLS: [&str; 9] = [
+pub const TOOLS: [&str; 10] = [
     "pm-start",
     "pm-stop",
     "pm-status",
@@ -62,6 +62,7 @@ pub const TOOLS: [&str; 9] = [
     "pm-down",
     "pm-wait",
     "pm-restart",
+    "pm-logs",
 ];
 
 /// Fails unless every tool in `dir` is at least as new as its sources: `cargo test -p

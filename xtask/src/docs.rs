@@ -65,6 +65,10 @@ Interrupted (SIGINT, SIGTERM, SIGHUP), pm\\-up stops the half-done starts and wh
             cmd: pm_restart::Cli::command(),
             extra: "The stop and the start are made under one hold of the name's lock: a pm\\-start (or pm\\-up) of the same name that comes meanwhile waits, then finds the new start. A supervised service's monitor is stopped first (outside the lock, which it needs to restart the service), and the start forks a new one. The restart runs what the record says: the command, options, working directory and environment of the last start with a command.",
         },
+        Page {
+            cmd: pm_logs::Cli::command(),
+            extra: "Each line is printed whole, prefixed with its service's name (names padded to one width) and a bar. With \\-f, a log is followed by its open file: when pm's logger rotates LOG to LOG.1, what is left in the old file is printed first, then the new LOG from its start, so no line is lost or printed twice. Waiting is inotify on the logs' directories. A reader that closes the pipe (pm\\-logs | head) ends pm\\-logs quietly; SIGINT, SIGTERM and SIGHUP end a follow with status 0.",
+        },
     ]
 }
 
@@ -136,6 +140,7 @@ Otherwise $XDG_RUNTIME_DIR/pm, /run/pm for root, else ${TMPDIR:\\-/tmp}/pm\\-$UI
         "pm-down",
         "pm-wait",
         "pm-restart",
+        "pm-logs",
     ]
     .iter()
     .filter(|t| **t != name)
@@ -274,7 +279,7 @@ mod tests {
     #[test]
     fn completions_offer_recorded_names() {
         let c = completions().unwrap();
-        assert_eq!(c.len(), 27);
+        assert_eq!(c.len(), 30);
         let bash = &c.iter().find(|(n, _)| n == "pm-stop.bash").unwrap().1;
         assert!(bash.contains("pm-status \"${sd[@]}\" --complete-names"));
         assert!(bash.contains("complete -F _pm_stop_with_names"));

@@ -20,7 +20,7 @@ fn prefix() -> Option<PathBuf> {
     }
 }
 
-const TOOLS: [&str; 9] = [
+const TOOLS: [&str; 10] = [
     "pm-start",
     "pm-stop",
     "pm-status",
@@ -30,6 +30,7 @@ const TOOLS: [&str; 9] = [
     "pm-down",
     "pm-wait",
     "pm-restart",
+    "pm-logs",
 ];
 
 #[test]

@@ -8,6 +8,7 @@ mod faults;
 mod install;
 mod lifecycle;
 mod logs;
+mod logs_stream;
 mod recipes;
 mod restart;
 mod services;
