@@ -94,39 +94,68 @@ impl Source {
     fn update(&mut self, out: &mut dyn Write) -> io::Result<()> {
         self.drain(out)?;
         let now = std::fs::metadata(&self.path).ok().map(|m| m.ino());
-        if now.is_some() && now != Some(self.ino) {
-            // Rotated (or created): the old file is read to its end above. If it rotated
-            // more than once since, the generations between (LOG.N-1 … LOG.1, newer
-            // than the old file, now LOG.N) come next, then the new LOG.
-            let old = self.ino;
-            self.end_partial(out)?;
-            let base = self.path.display().to_string();
-            let rotated = |k: usize| PathBuf::from(format!("{base}.{k}"));
-            let found = (1..=MAX_GENERATIONS)
-                .take_while(|k| rotated(*k).exists())
-                .find(|k| std::fs::metadata(rotated(*k)).is_ok_and(|m| m.ino() == old));
-            if self.file.is_some() {
-                for k in (1..found.unwrap_or(1)).rev() {
-                    if let Ok(crate::untrusted::Opened::File(f, _)) =
-                        crate::untrusted::open_read(&rotated(k))
-                    {
-                        self.file = Some(f);
-                        self.drain(out)?;
-                        self.end_partial(out)?;
+        if now.is_none() || now == Some(self.ino) {
+            return Ok(());
+        }
+        // Rotated (or created): the old file is read to its end above. The new LOG is
+        // opened before the rotated ones are looked at, so a rotation meanwhile cannot
+        // slip a generation between the two.
+        let old = self.ino;
+        let Ok(crate::untrusted::Opened::File(newest, meta)) =
+            crate::untrusted::open_read(&self.path)
+        else {
+            return Ok(()); // gone again, or not a file: looked at on the next change
+        };
+        self.end_partial(out)?;
+        if self.file.is_some() {
+            for f in self.between(old, meta.ino()) {
+                self.file = Some(f);
+                self.drain(out)?;
+                self.end_partial(out)?;
+            }
+        }
+        self.file = Some(newest);
+        self.ino = meta.ino();
+        self.drain(out)
+    }
+
+    /// The rotated generations newer than the file `old` and older than the file
+    /// `newest`, oldest first, opened. The logger renames LOG.N-1 to LOG.N, …, LOG to
+    /// LOG.1 while this runs, so the names are read upwards (a file moves upwards, ahead
+    /// of the scan, or is seen twice: kept once), past a one-name gap, and known by inode.
+    fn between(&self, old: u64, newest: u64) -> Vec<File> {
+        let base = self.path.display().to_string();
+        let mut seen: Vec<(u64, File)> = Vec::new();
+        let mut misses = 0;
+        let mut found = false;
+        for k in 1..=MAX_GENERATIONS {
+            match crate::untrusted::open_read(Path::new(&format!("{base}.{k}"))) {
+                Ok(crate::untrusted::Opened::File(f, m)) => {
+                    misses = 0;
+                    if m.ino() == old {
+                        found = true;
+                        break;
+                    }
+                    if !seen.iter().any(|(i, _)| *i == m.ino()) {
+                        seen.push((m.ino(), f));
+                    }
+                }
+                _ => {
+                    misses += 1;
+                    if misses > 1 {
+                        break;
                     }
                 }
             }
-            if !self.partial.is_empty() {
-                out.write_all(self.prefix.as_bytes())?;
-                out.write_all(&self.partial)?;
-                out.write_all(b"\n")?;
-                self.partial.clear();
-            }
-            self.file = None;
-            self.open(false);
-            self.drain(out)?;
         }
-        Ok(())
+        if !found {
+            return Vec::new();
+        }
+        // Newer than `newest` (it rotated meanwhile): left for the next update.
+        if let Some(i) = seen.iter().position(|(ino, _)| *ino == newest) {
+            seen.drain(..=i);
+        }
+        seen.into_iter().rev().map(|(_, f)| f).collect()
     }
 }
 

@@ -63,7 +63,13 @@ fn follows_a_log_through_rotations_without_losing_or_repeating_a_line() {
     assert_eq!(done.code(), Some(0), "{}", done.describe());
     let got: Vec<String> = done.stdout.lines().map(String::from).collect();
     let want: Vec<String> = (0..3000).map(|i| format!("r | line-{i}")).collect();
-    assert_eq!(got.len(), want.len(), "lost or repeated lines");
+    let first = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "lost or repeated lines; first difference at {first:?}: {:?}",
+        first.map(|i| &got[i.saturating_sub(2)..(i + 3).min(got.len())])
+    );
     assert!(got == want, "lines out of order or changed");
     assert_success(&sb.stop(&["r"]), "pm-stop");
 }
