@@ -327,7 +327,8 @@ impl StateDir {
 
     /// Command-line NAMEs as names: each `@TAG` becomes every recorded service with that
     /// tag (pm-up records a stack service's tags), in start order; a NAME stays as given.
-    /// A tag no record has is an error (exit status 4), so a typo does not act on nothing.
+    /// A tag no record has is an error (exit status 4), so a typo does not act on nothing,
+    /// unless a service is recorded under that very name (`@x` is a valid NAME).
     pub fn targets(&self, args: &[String]) -> Result<Vec<Name>> {
         let mut listed: Option<Vec<(Name, Vec<String>)>> = None;
         let mut out: Vec<Name> = Vec::new();
@@ -351,6 +352,13 @@ impl StateDir {
                 .map(|(n, _)| n)
                 .collect();
             if tagged.is_empty() {
+                // The design allows a NAME to begin with `@`: one that is recorded is
+                // still reachable, when no service has that tag.
+                let name = Name::new(a)?;
+                if self.read_record(&name).ok().flatten().is_some() {
+                    out.push(name);
+                    continue;
+                }
                 return Err(Error::NoTag(tag.to_string()));
             }
             for n in tagged {
