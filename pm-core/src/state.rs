@@ -325,6 +325,19 @@ impl StateDir {
         self.list_keeping(true)
     }
 
+    /// An inotify watch that wakes a waiter when a record changes here (records are
+    /// renamed into place, removed, or written); `None` where inotify is not to be had.
+    pub fn watch_records(&self) -> Option<nix::sys::inotify::Inotify> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let i = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        i.add_watch(
+            &self.path,
+            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_DELETE | AddWatchFlags::IN_CLOSE_WRITE,
+        )
+        .ok()?;
+        Some(i)
+    }
+
     /// Command-line NAMEs as names: each `@TAG` becomes every recorded service with that
     /// tag (pm-up records a stack service's tags), in start order; a NAME stays as given.
     /// A tag no record has is an error (exit status 4), so a typo does not act on nothing,

@@ -7,7 +7,6 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
@@ -69,17 +68,7 @@ pub fn wait(
     limit: Option<Duration>,
     interrupts: &SignalFd,
 ) -> Result<Waited> {
-    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .ok()
-        .filter(|i| {
-            i.add_watch(
-                sd.path(),
-                AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_DELETE
-                    | AddWatchFlags::IN_CLOSE_WRITE,
-            )
-            .is_ok()
-        });
+    let watch = sd.watch_records();
     let deadline = limit.map(process::deadline);
     loop {
         if let Some(sig) = signal::pending(interrupts) {

@@ -401,18 +401,7 @@ pub fn await_change(
     interrupts: &SignalFd,
     limit: Duration,
 ) -> Result<Awaited> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .ok()
-        .filter(|i| {
-            i.add_watch(
-                sd.path(),
-                AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_DELETE
-                    | AddWatchFlags::IN_CLOSE_WRITE,
-            )
-            .is_ok()
-        });
+    let watch = sd.watch_records();
     let starter = match (&seen.starter, &seen.boot_id) {
         (Some(s), Some(boot)) => Handle::open(s.pid, &s.expect(boot))?.ok(),
         _ => None,
