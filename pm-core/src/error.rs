@@ -77,6 +77,13 @@ pub enum Error {
     #[error("@{0}: no recorded service is tagged {0:?}")]
     NoTag(String),
 
+    /// pm-up asked for a NAME or @TAG its file does not define.
+    #[error("{}: {msg}", file.display())]
+    NotInStack {
+        file: std::path::PathBuf,
+        msg: String,
+    },
+
     #[error("{0}")]
     Os(String),
 
@@ -125,7 +132,7 @@ impl Error {
             | Error::InvalidDuration(_)
             | Error::InvalidArgument { .. }
             | Error::Stack { .. } => Code::Usage,
-            Error::NoRecord(_) | Error::NoTag(_) => Code::Unknown,
+            Error::NoRecord(_) | Error::NoTag(_) | Error::NotInStack { .. } => Code::Unknown,
             _ => Code::Failure,
         }
     }

@@ -247,6 +247,10 @@ pub struct Member {
     /// The service's definition as pm-up read it: a later pm-up restarts the service only
     /// when the file's definition differs.
     pub definition: serde_json::Value,
+    /// The pm-up run that started it (a random token): an interrupted pm-up stops only
+    /// what it started itself, not what a concurrent pm-up of the same file started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// `STATE/NAME.json`.

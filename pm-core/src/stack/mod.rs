@@ -159,9 +159,11 @@ pub struct Service {
 
 impl Service {
     /// What its record keeps of the stack.
-    pub fn member(&self, file: &Path) -> Member {
+    /// What its record keeps of the stack; `by`: the pm-up run starting it.
+    pub fn member(&self, file: &Path, by: &str) -> Member {
         Member {
             file: file.to_path_buf(),
+            by: Some(by.to_string()),
             needs: self.needs.clone(),
             tags: self.tags.clone(),
             definition: self.definition.clone(),
@@ -193,10 +195,14 @@ fn at(file: &Path, src: &str, at: Option<usize>, msg: impl Into<String>) -> Erro
 }
 
 /// The file pm-up and pm-down use: `-f FILE`, else `pm.toml` in the current directory,
-/// as an absolute path (what records keep).
+/// as the path records keep: canonical (`sub/../pm.toml` and a symlinked directory name
+/// the same stack), or only made absolute when the file is gone (pm-down after a rename).
 pub fn locate(file: Option<&Path>) -> Result<PathBuf> {
     let p = file.unwrap_or(Path::new(DEFAULT_FILE));
-    std::path::absolute(p).map_err(|e| Error::io(p, e))
+    match std::fs::canonicalize(p) {
+        Ok(c) => Ok(c),
+        Err(_) => std::path::absolute(p).map_err(|e| Error::io(p, e)),
+    }
 }
 
 impl Stack {
@@ -339,9 +345,8 @@ impl Stack {
                     .collect(),
             };
             if found.is_empty() {
-                return Err(Error::Stack {
+                return Err(Error::NotInStack {
                     file: self.file.clone(),
-                    line: None,
                     msg: match t.strip_prefix('@') {
                         Some(tag) => format!("no service is tagged {tag:?}"),
                         None => format!("no service {t:?} in this file"),
@@ -401,7 +406,7 @@ fn read_env_file(path: &Path) -> std::result::Result<Vec<(String, String)>, Stri
             return Err(format!("{}:{}: expected KEY=VALUE", path.display(), i + 1));
         };
         let k = k.trim();
-        if k.is_empty() || k.contains(char::is_whitespace) {
+        if k.is_empty() || k.contains(char::is_whitespace) || k.contains('\0') {
             return Err(format!(
                 "{}:{}: invalid variable name {k:?}",
                 path.display(),
@@ -413,6 +418,13 @@ fn read_env_file(path: &Path) -> std::result::Result<Vec<(String, String)>, Stri
             .iter()
             .find_map(|(a, b)| v.strip_prefix(*a).and_then(|x| x.strip_suffix(*b)))
             .unwrap_or(v);
+        if v.contains('\0') {
+            return Err(format!(
+                "{}:{}: {k}: a value cannot hold a NUL byte",
+                path.display(),
+                i + 1
+            ));
+        }
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
@@ -479,6 +491,25 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
             "a oneshot task has no restart policy and no ready checks: it succeeds by exiting 0"
                 .into(),
         );
+    }
+    if t.oneshot {
+        // A task runs to its end under pm-up, with no record, monitor, logger or cgroup:
+        // settings for those would be ignored, so they are refused.
+        let unused = [
+            ("grace", t.grace.is_some()),
+            ("pidfile", t.pidfile.is_some()),
+            ("restart_delay", t.restart_delay.is_some()),
+            ("max_restarts", t.max_restarts.is_some()),
+            ("log_max_size", t.log_max_size.is_some()),
+            ("log_keep", t.log_keep.is_some()),
+            ("log_timestamps", t.log_timestamps),
+            ("memory_max", t.memory_max.is_some()),
+            ("cpu_max", t.cpu_max.is_some()),
+            ("pids_max", t.pids_max.is_some()),
+        ];
+        if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+            return Err(format!("{key} does not apply to a oneshot task"));
+        }
     }
     let cpu_max = t
         .cpu_max

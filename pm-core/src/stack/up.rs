@@ -85,6 +85,11 @@ fn found(sd: &StateDir, svc: &Service, file: &Path) -> Found {
 pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result<Ended> {
     let want = stack.select(targets)?;
     let sd = StateDir::resolve(state_dir, true)?;
+    // Inherited SIG_IGN would have the kernel reap the children unseen: no SIGCHLD, and
+    // waitpid never reports an exit.
+    sys::default_action(Signal::SIGCHLD);
+    // Marks the records of the services this run starts (Member::by).
+    let run = crate::start::new_run_id()?;
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, None, Some(&mut old))
         .map_err(|e| Error::Os(format!("reading the signal mask: {e}")))?;
@@ -100,7 +105,7 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
     let mut interrupted: Option<Signal> = None;
     loop {
         if interrupted.is_none() {
-            launch_ready(stack, &sd, &old, &mut progress)?;
+            launch_ready(stack, &sd, &old, &run, &mut progress);
         }
         let children: Vec<(&str, Pid)> = progress
             .iter()
@@ -114,6 +119,12 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
                 interrupted.is_none() && progress.values().any(|p| *p == Progress::Waiting);
             if launchable {
                 continue;
+            }
+            // An interrupt that came with (or after) the last child's exit still counts.
+            while let Some(sig) = signal::pending(&sigs) {
+                if sig != Signal::SIGCHLD {
+                    interrupted.get_or_insert(sig);
+                }
             }
             break;
         }
@@ -132,7 +143,9 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
         }
         for (name, pid) in children {
             let ended = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, 0)) => Progress::Up { started: true },
+                Ok(WaitStatus::Exited(_, 0)) => Progress::Up {
+                    started: started_by(&sd, name, &run),
+                },
                 Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Progress::Failed,
                 Err(Errno::ECHILD) => Progress::Failed,
                 _ => continue,
@@ -151,14 +164,26 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
     Ok(if ok { Code::Ok } else { Code::Failure }.into())
 }
 
+/// Did this run start `name` (and not found it running, or waited for another start of
+/// it)? Its record says, once the start is over.
+fn started_by(sd: &StateDir, name: &str, run: &str) -> bool {
+    let Ok(name) = Name::new(name) else {
+        return false;
+    };
+    let rec = sd.read_record(&name).ok().flatten();
+    rec.and_then(|r| r.stack)
+        .is_some_and(|m| m.by.as_deref() == Some(run))
+}
+
 /// Starts every waiting service whose needs are all up; says why a service whose need
 /// failed is not started.
 fn launch_ready<'a>(
     stack: &'a Stack,
     sd: &StateDir,
     mask: &SigSet,
+    run: &str,
     progress: &mut BTreeMap<&'a str, Progress>,
-) -> Result<()> {
+) {
     let names: Vec<&str> = progress.keys().copied().collect();
     for name in names {
         if progress.get(name) != Some(&Progress::Waiting) {
@@ -203,17 +228,17 @@ fn launch_ready<'a>(
                 );
                 Progress::Failed
             }
-            f => Progress::Starting(fork_start(
-                stack,
-                sd,
-                svc,
-                mask,
-                matches!(f, Found::Changed),
-            )?),
+            f => match fork_start(stack, sd, svc, mask, run, matches!(f, Found::Changed)) {
+                Ok(pid) => Progress::Starting(pid),
+                // The starts already under way go on; what needs this one is skipped.
+                Err(e) => {
+                    say(TOOL, name, format!("not started: {e}"));
+                    Progress::Failed
+                }
+            },
         };
         progress.insert(name, next);
     }
-    Ok(())
 }
 
 /// Forks the child that starts `svc` (stopping the running one first if `restart`).
@@ -222,6 +247,7 @@ fn fork_start(
     sd: &StateDir,
     svc: &Service,
     mask: &SigSet,
+    run: &str,
     restart: bool,
 ) -> Result<Pid> {
     match sys::fork_single_threaded().map_err(|e| Error::Os(format!("fork: {e}")))? {
@@ -229,7 +255,7 @@ fn fork_start(
         ForkResult::Child => {
             // As pm-start would run: with the caller's signal mask.
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
-            let ended = start_one(stack, sd, svc, restart);
+            let ended = start_one(stack, sd, svc, run, restart);
             let code = match ended {
                 Ended::Code(c) => c.as_i32(),
                 Ended::Signal(s) => {
@@ -243,7 +269,7 @@ fn fork_start(
 }
 
 /// In pm-up's child: one service's start, or one task's run.
-fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, restart: bool) -> Ended {
+fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bool) -> Ended {
     let name = svc.name.as_str();
     if restart {
         match stop::stop_name(sd, &svc.name, &stop::Options::default(), TOOL) {
@@ -277,7 +303,7 @@ fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, restart: bool) -> Ende
     }
     let mut req = svc.request.clone();
     req.state_dir = Some(sd.path().to_path_buf());
-    req.stack = Some(svc.member(&stack.file));
+    req.stack = Some(svc.member(&stack.file, run));
     match crate::start::run(&req) {
         Ok(e) => e,
         Err(e) => {
@@ -317,6 +343,16 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
         .stderr(err)
         .process_group(0);
     if let Some(d) = &req.cwd {
+        // Checked here so a missing directory is not reported as a missing command.
+        if !d.is_dir() {
+            return Err(Error::io(
+                d,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "working directory does not exist",
+                ),
+            ));
+        }
         cmd.current_dir(d);
     }
     if let Some(c) = &creds {
@@ -334,7 +370,15 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
         err: e,
     })?;
     let pid = child.id() as i32;
-    let handle = crate::process::Handle::of_child(pid)?;
+    let group = Pid::from_raw(pid);
+    let handle = match crate::process::Handle::of_child(pid) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     let stop_signal = req
         .stop_signal
         .unwrap_or(crate::record::DEFAULT_STOP_SIGNAL);
@@ -342,33 +386,37 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
         .stop_timeout
         .unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
     let deadline = req.ready_timeout.map(|t| began + t);
-    let group = Pid::from_raw(pid);
-    let mut fate: Option<(Signal, &str)> = None;
+    // Once stopped (interrupted, or timed out): why, and when SIGKILL follows. Further
+    // interrupts (a terminal's Ctrl-C comes both from the tty and from pm-up) change
+    // neither.
+    let mut fate: Option<(Option<Signal>, Instant)> = None;
     loop {
+        let now = Instant::now();
         let wait = match (fate, deadline) {
-            (Some(_), _) => stop_timeout,
-            (None, Some(d)) => d.saturating_duration_since(Instant::now()),
+            (Some((_, kill_at)), _) => kill_at.saturating_duration_since(now),
+            (None, Some(d)) => d.saturating_duration_since(now),
             (None, None) => Duration::MAX,
         };
-        match wait_exit(&handle, &sigs, wait) {
-            Ok(true) => break,
-            Ok(false) if fate.is_some() => {
+        if wait_exit(&handle, &sigs, wait)? {
+            break;
+        }
+        let mut interrupt = None;
+        while let Some(sig) = signal::pending(&sigs) {
+            interrupt.get_or_insert(sig);
+        }
+        let now = Instant::now();
+        match fate {
+            Some((_, kill_at)) if now >= kill_at => {
                 let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
                 break;
             }
-            Ok(false) => {
-                if let Some(sig) = signal::pending(&sigs) {
-                    fate = Some((sig, "interrupted"));
-                } else if deadline.is_some_and(|d| Instant::now() >= d) {
-                    fate = Some((Signal::SIGKILL, "timed out"));
-                } else {
-                    continue;
-                }
-                let _ = nix::sys::signal::killpg(group, stop_signal);
-                let _ = nix::sys::signal::killpg(group, Signal::SIGCONT);
-            }
-            Err(e) => return Err(e),
+            Some(_) => continue,
+            None if interrupt.is_some() => fate = Some((interrupt, now + stop_timeout)),
+            None if deadline.is_some_and(|d| now >= d) => fate = Some((None, now + stop_timeout)),
+            None => continue,
         }
+        let _ = nix::sys::signal::killpg(group, stop_signal);
+        let _ = nix::sys::signal::killpg(group, Signal::SIGCONT);
     }
     // Still our unreaped child, so the group cannot be another's yet: nothing it left
     // behind outlives the task.
@@ -378,7 +426,7 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
         .map_err(|e| Error::Os(format!("waiting for {name}: {e}")))?;
     let took = crate::duration::elapsed(began.elapsed());
     match fate {
-        Some((sig, "interrupted")) => {
+        Some((Some(sig), _)) => {
             say(
                 TOOL,
                 name.as_str(),
@@ -386,11 +434,11 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
             );
             return Ok(Ended::Signal(sig));
         }
-        Some((_, why)) => {
+        Some((None, _)) => {
             say(
                 TOOL,
                 name.as_str(),
-                format!("{why} after {took}; the task was killed"),
+                format!("timed out after {took}; the task was stopped"),
             );
             return Ok(Code::Failure.into());
         }

@@ -14,6 +14,7 @@ mod restart;
 mod services;
 mod signal;
 mod stack;
+mod stack_faults;
 mod start;
 mod status;
 mod stop;

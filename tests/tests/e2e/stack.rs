@@ -159,16 +159,17 @@ fn up_leaves_an_unchanged_service_alone_and_restarts_a_changed_one() {
 #[test]
 fn a_bad_file_is_a_usage_error_and_starts_nothing() {
     let sb = Sandbox::new();
+    fs::write(sb.path("nul.env"), "A=1\nX=a\0b\n").unwrap();
     let cases = [
         ("[services.a]\ncommand = \"sleep 1000\"\n\n[services.b]\ncommand = \"sleep 1000\"\nneedz = [\"a\"]\n", "pm.toml:6: ", "needz"),
         ("[services.a]\ncommand = \"sleep 1000\"\nneeds = [\"nope\"]\n", "pm.toml:3: ", "\"nope\", which is not in this file"),
         ("[services.a]\ncommand = \"sleep 1000\"\nneeds = [\"b\"]\n[services.b]\ncommand = \"sleep 1000\"\nneeds = [\"a\"]\n", "pm.toml:", "dependency cycle: a -> b -> a"),
-        ("[services.a]\ncommand = \"sleep 1000\"\n", "", "no service \"zz\""),
+        ("[services.a]\ncommand = \"true\"\noneshot = true\npidfile = \"a.pid\"\n", "pm.toml:", "pidfile does not apply to a oneshot task"),
+        ("[services.a]\ncommand = \"sleep 1000\"\nenv_file = \"nul.env\"\n", "nul.env:2: ", "X: a value cannot hold a NUL byte"),
     ];
     for (toml, at, what) in cases {
         write_stack(&sb, toml);
-        let args: &[&str] = if what.contains("zz") { &["zz"] } else { &[] };
-        let out = up(&sb, args);
+        let out = up(&sb, &[]);
         assert_code(&out, 2);
         let err = stderr(&out);
         assert!(

@@ -1,0 +1,200 @@
+//! pm-up under faults: interrupts that come twice or late, a concurrent pm-up of the same
+//! file, an inherited SIGCHLD=SIG_IGN, one file reached by two paths.
+
+use std::fs;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use pm_tests::*;
+
+fn write_stack(sb: &Sandbox, toml: &str) {
+    fs::write(sb.path("pm.toml"), toml).unwrap();
+}
+
+/// Live (not zombie) children of `pid`, by the harness's /proc reader.
+fn children(pid: i32) -> Vec<i32> {
+    pm_tests::procfs::scan()
+        .into_iter()
+        .filter(|s| s.ppid == pid && !s.is_zombie())
+        .map(|s| s.pid)
+        .collect()
+}
+
+/// A second pm-up finds `a` being started by the first and waits for that start: `a` is
+/// then up, but not started by the second, and interrupting the second must not stop it.
+#[test]
+fn an_interrupted_up_stops_only_what_it_started() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"exec sleep 1000\"\nready = \"file:go\"\nready_timeout = \"100s\"\n\n[services.b]\ncommand = \"exec sleep 1001\"\nready = \"file:never\"\nready_timeout = \"100s\"\n",
+    );
+    let first = sb.spawn_tool("up1", "pm-up", &["a"]);
+    wait_until("a is starting", || sb.pid("a").is_some_and(is_alive));
+    let a = sb.pid("a").unwrap();
+    let second = sb.spawn_tool("up2", "pm-up", &[]);
+    wait_until("b is starting", || sb.pid("b").is_some_and(is_alive));
+    let b = sb.pid("b").unwrap();
+    fs::write(sb.path("go"), "").unwrap();
+    let done = first.finish(Duration::from_secs(60));
+    assert_eq!(done.code(), Some(0), "{}", done.describe());
+    // The second pm-up's child for a ends once a is up; only b's remains.
+    wait_until("the second pm-up waits only for b", || {
+        children(second.pid()).len() == 1
+    });
+    kill(Pid::from_raw(second.pid()), Signal::SIGINT).unwrap();
+    let done = second.finish(Duration::from_secs(60));
+    assert_eq!(
+        done.status.signal(),
+        Some(Signal::SIGINT as i32),
+        "{}",
+        done.describe()
+    );
+    assert_gone(b);
+    assert!(
+        is_alive(a),
+        "a, started by the first pm-up, was stopped: {}",
+        done.describe()
+    );
+    assert_eq!(sb.state_of("a"), "running");
+    let out = sb.cmd("pm-down").output().unwrap();
+    assert_success(&out, "pm-down");
+    assert_gone(a);
+}
+
+/// A terminal's Ctrl-C reaches pm-up and its child alike (one process group), and the
+/// child hears it twice (from the tty and forwarded): the task still gets its stop
+/// signal and the time to act on it, not an immediate SIGKILL.
+#[test]
+fn a_ctrl_c_heard_twice_lets_a_task_clean_up() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.t]\ncommand = \"trap 'sleep 0.5; echo cleaned > cleaned; exit 0' TERM; touch began; sleep 1000 & wait\"\noneshot = true\n",
+    );
+    let mut cmd = sb.std_cmd(bin_dir().join("pm-up"));
+    cmd.process_group(0);
+    let run = sb.spawn_cmd("up", cmd);
+    wait_until("the task began", || sb.path("began").exists());
+    let began = Instant::now();
+    kill(Pid::from_raw(-run.pid()), Signal::SIGINT).unwrap();
+    let done = run.finish(Duration::from_secs(60));
+    let took = began.elapsed();
+    assert_eq!(
+        done.status.signal(),
+        Some(Signal::SIGINT as i32),
+        "{}",
+        done.describe()
+    );
+    assert_eq!(
+        fs::read_to_string(sb.path("cleaned")).ok().as_deref(),
+        Some("cleaned\n"),
+        "the task was killed before its TERM trap ran: {}",
+        done.describe()
+    );
+    // Its trap took 0.5 s; the stop timeout (10 s) was not waited out.
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// SIGCHLD ignored by whatever ran pm-up (inherited across exec) would have the kernel
+/// reap pm-up's children unseen, and pm-up wait for them forever.
+#[test]
+fn up_works_with_sigchld_ignored_by_its_caller() {
+    if !python_ok() {
+        return skip("python3 is needed to exec with SIGCHLD ignored");
+    }
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = [\"sleep\", \"1000\"]\n\n[services.t]\ncommand = \"true\"\noneshot = true\nneeds = { a = \"ready\" }\n",
+    );
+    let mut cmd = sb.std_cmd("python3");
+    cmd.args([
+        "-c",
+        "import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
+    ])
+    .arg(bin_dir().join("pm-up"));
+    let mut run = sb.spawn_cmd("up", cmd);
+    let ended = run.wait_for_exit(Duration::from_secs(30));
+    if !ended {
+        run.kill_and_reap();
+    }
+    let done = run.finish(Duration::from_secs(5));
+    assert!(ended, "pm-up hung: {}", done.describe());
+    assert_eq!(done.code(), Some(0), "{}", done.describe());
+    assert_eq!(sb.state_of("a"), "running");
+    assert_success(&sb.cmd("pm-down").output().unwrap(), "pm-down");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// `-f sub/../pm.toml` and a symlinked directory name the file the records name: the
+/// stack is the same one, not "started from another file".
+#[test]
+fn one_file_by_two_paths_is_one_stack() {
+    let sb = Sandbox::new();
+    write_stack(&sb, "[services.a]\ncommand = [\"sleep\", \"1000\"]\n");
+    fs::create_dir(sb.path("sub")).unwrap();
+    std::os::unix::fs::symlink(sb.path("."), sb.path("link")).unwrap();
+    assert_success(
+        &sb.cmd("pm-up")
+            .args(["-f", "sub/../pm.toml"])
+            .output()
+            .unwrap(),
+        "pm-up -f sub/../pm.toml",
+    );
+    let a = sb.pid("a").unwrap();
+    for f in ["pm.toml", "link/pm.toml"] {
+        let out = sb.cmd("pm-up").args(["-f", f]).output().unwrap();
+        assert_success(&out, f);
+        assert!(
+            stderr(&out).contains(&format!("pm-up: a: already running, pid {a}")),
+            "{f}: {}",
+            describe(&out)
+        );
+    }
+    let out = sb
+        .cmd("pm-down")
+        .args(["-f", "link/pm.toml"])
+        .output()
+        .unwrap();
+    assert_success(&out, "pm-down -f link/pm.toml");
+    assert_gone(a);
+}
+
+/// A name or tag the file does not define is "no such service" (exit 4, as in the other
+/// tools), not a usage error; nothing starts.
+#[test]
+fn up_of_an_unknown_name_or_tag_is_exit_4() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = [\"sleep\", \"1000\"]\ntags = [\"x\"]\n",
+    );
+    for arg in ["zz", "@nope"] {
+        let out = sb.cmd("pm-up").arg(arg).output().unwrap();
+        assert_code(&out, 4);
+        assert!(stderr(&out).contains("pm.toml"), "{}", describe(&out));
+        assert!(sb.record("a").is_none(), "{arg}: a was started");
+    }
+}
+
+/// A task whose working directory is missing says so, not "command not found".
+#[test]
+fn a_task_with_a_missing_cwd_names_the_directory() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.t]\ncommand = \"true\"\ncwd = \"gone\"\noneshot = true\n",
+    );
+    let out = sb.cmd("pm-up").output().unwrap();
+    assert_code(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("gone") && err.contains("working directory does not exist"),
+        "{}",
+        describe(&out)
+    );
+}
