@@ -282,6 +282,10 @@ pub struct Record {
     pub boot_id: Option<String>,
     /// RFC 3339 UTC with nanoseconds; also the sort key for "start order".
     pub started_at: Option<String>,
+    /// When this start became `running` (its ready checks passed), RFC 3339 UTC with
+    /// nanoseconds: what a stack's order is judged by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
     pub starter: Option<Starter>,
     /// Unique to one start (`PM_RUN_ID` in the service's environment, inherited by its
     /// children): what tells this start's orphans from another state directory's service
@@ -385,6 +389,7 @@ impl Default for Record {
             log_rotation: None,
             monitor_end: None,
             stack: None,
+            ready_at: None,
         }
     }
 }
@@ -403,6 +408,7 @@ impl Record {
         self.start_time = Some(start_time);
         self.boot_id = Some(boot_id);
         self.stopping.clear();
+        self.ready_at = None;
     }
 
     /// Up: `running`, with the main process (which may be a daemon the launcher forked)
@@ -410,6 +416,7 @@ impl Record {
     pub fn set_running(&mut self, main: Proc, group: Option<(i32, i32)>) {
         self.phase = Phase::Running;
         self.starter = None;
+        self.ready_at = Some(now_rfc3339());
         self.pid = Some(main.pid);
         self.start_time = Some(main.start_time);
         if let Some((pgid, sid)) = group {

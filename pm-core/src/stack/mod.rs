@@ -430,6 +430,21 @@ fn read_env_file(path: &Path) -> std::result::Result<Vec<(String, String)>, Stri
     Ok(out)
 }
 
+/// A relative path template (pidfile, log) taken from the file's directory, as its other
+/// paths are; absolute ones and those under `{state_dir}` as written.
+fn anchored(dir: &Path, template: &str) -> String {
+    if template.starts_with('/') || template.starts_with("{state_dir}") {
+        return template.to_string();
+    }
+    // The directory is text inside a template: its braces must not read as placeholders.
+    let d = dir
+        .display()
+        .to_string()
+        .replace('{', "{{")
+        .replace('}', "}}");
+    format!("{}/{template}", d.trim_end_matches('/'))
+}
+
 /// Checks one service and turns it into a start request; `dir`: the file's directory,
 /// which relative paths are taken from.
 fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Service, String> {
@@ -479,7 +494,21 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         .map(|m| crate::monitor::parse_max_restarts(&m.text()))
         .transpose()
         .map_err(|e| format!("max_restarts: {e}"))?;
-    let ready = t.ready.clone().map(OneOrMany::into_vec).unwrap_or_default();
+    // Relative paths in a check are the service's, as exec: probes run in its cwd (pm-start
+    // would take them from wherever pm-up was run).
+    let ready: Vec<String> = t
+        .ready
+        .clone()
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| match r.split_once(':') {
+            Some((kind @ ("file" | "unix"), p)) if !p.is_empty() && !p.starts_with('/') => {
+                format!("{kind}:{}", cwd.join(p).display())
+            }
+            _ => r,
+        })
+        .collect();
     for r in &ready {
         crate::ready::Check::parse(r).map_err(|e| format!("ready: {e}"))?;
     }
@@ -523,8 +552,8 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         cwd: Some(cwd.clone()),
         env,
         user: t.user.clone(),
-        pidfile: t.pidfile.clone(),
-        log: t.log.clone(),
+        pidfile: t.pidfile.as_deref().map(|p| anchored(dir, p)),
+        log: t.log.as_deref().map(|p| anchored(dir, p)),
         stop_signal,
         stop_timeout: dur("stop_timeout", &t.stop_timeout)?,
         grace: dur("grace", &t.grace)?,
@@ -623,12 +652,28 @@ command = ["./web"]
 cwd = "www"
 env = { PORT = "8000" }
 needs = { db = "ready", migrate = "succeeded" }
+ready = ["unix:run/web.sock", "file:/abs/x", "exec:test -e y"]
+pidfile = "run/{name}.pid"
+log = "{state_dir}/{name}.log"
 "#,
         )
         .unwrap();
         let web = &s.services["web"];
         assert_eq!(web.request.cwd.as_deref(), Some(Path::new("/srv/app/www")));
         assert_eq!(web.request.env, vec![("PORT".into(), "8000".into())]);
+        assert_eq!(
+            web.request.ready,
+            [
+                "unix:/srv/app/www/run/web.sock",
+                "file:/abs/x",
+                "exec:test -e y"
+            ]
+        );
+        assert_eq!(
+            web.request.pidfile.as_deref(),
+            Some("/srv/app/run/{name}.pid")
+        );
+        assert_eq!(web.request.log.as_deref(), Some("{state_dir}/{name}.log"));
         assert_eq!(web.needs.len(), 2);
         assert_eq!(
             s.services["migrate"].request.command[..2],
@@ -673,6 +718,20 @@ needs = { db = "ready", migrate = "succeeded" }
         let s = parse(include_str!("../../../examples/pm.toml")).unwrap();
         let web: Vec<_> = s.select(&["@front".into()]).unwrap().into_iter().collect();
         assert_eq!(web, ["db", "migrate", "web"]);
+        let g = parse(include_str!("../../../examples/grazr/pm.toml")).unwrap();
+        let all: Vec<_> = g.select(&["nginx".into()]).unwrap().into_iter().collect();
+        assert_eq!(
+            all,
+            [
+                "mariadb",
+                "mariadb-init",
+                "nginx",
+                "pg",
+                "pg-init",
+                "php-fpm",
+                "redis"
+            ]
+        );
     }
 
     #[test]

@@ -1,0 +1,1 @@
+<?php echo 'php says ', 6 * 7, "\n";
