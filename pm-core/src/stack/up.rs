@@ -20,7 +20,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use super::{Service, Stack};
 use crate::error::{Error, Result};
-use crate::record::Record;
+use crate::record::{Condition, Need, Record};
 use crate::report::say;
 use crate::start::Ended;
 use crate::status::{inspect, State};
@@ -33,8 +33,9 @@ const TOOL: &str = "pm-up";
 enum Progress {
     /// Waiting for what it needs.
     Waiting,
-    /// A child of pm-up is starting it.
-    Starting(Pid),
+    /// A child of pm-up is starting it; `true` once its process was spawned (its record
+    /// says so), which is what a need with condition `started` waits for.
+    Starting(Pid, bool),
     /// Up (or a task succeeded); `started`: by this pm-up (so Ctrl-C stops it again).
     Up {
         started: bool,
@@ -103,6 +104,15 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
     // Names in the order they came up, to stop them in reverse on an interrupt.
     let mut came_up: Vec<&str> = Vec::new();
     let mut interrupted: Option<Signal> = None;
+    // Records are watched only when a need is `started`: that is learnt from the record
+    // of a start still in progress, not from the start's end.
+    let early = want.iter().any(|n| {
+        stack.services[n.as_str()]
+            .needs
+            .iter()
+            .any(|x| x.condition == Condition::Started)
+    });
+    let watch = if early { sd.watch_records() } else { None };
     loop {
         if interrupted.is_none() {
             launch_ready(stack, &sd, &old, &run, &mut progress);
@@ -110,7 +120,7 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
         let children: Vec<(&str, Pid)> = progress
             .iter()
             .filter_map(|(n, p)| match p {
-                Progress::Starting(pid) => Some((*n, *pid)),
+                Progress::Starting(pid, _) => Some((*n, *pid)),
                 _ => None,
             })
             .collect();
@@ -128,10 +138,30 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
             }
             break;
         }
-        let mut fds = [PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
+        let mut fds = vec![PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
+        if let Some(w) = &watch {
+            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+        }
+        // Without inotify, a start's record is looked at every 20 ms.
+        let timeout = match (early, &watch) {
+            (true, None) => PollTimeout::from(20u8),
+            _ => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(Error::Os(format!("poll: {e}"))),
+        }
+        if let Some(w) = &watch {
+            while matches!(w.read_events(), Ok(e) if !e.is_empty()) {}
+        }
+        if early {
+            for (name, pid) in &children {
+                if progress.get(name) == Some(&Progress::Starting(*pid, false))
+                    && spawned_by(&sd, name, &run)
+                {
+                    progress.insert(name, Progress::Starting(*pid, true));
+                }
+            }
         }
         while let Some(sig) = signal::pending(&sigs) {
             if sig != Signal::SIGCHLD {
@@ -167,12 +197,29 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
 /// Did this run start `name` (and not found it running, or waited for another start of
 /// it)? Its record says, once the start is over.
 fn started_by(sd: &StateDir, name: &str, run: &str) -> bool {
+    ours(sd, name, run).is_some()
+}
+
+/// The record of `name` if this run wrote it.
+fn ours(sd: &StateDir, name: &str, run: &str) -> Option<Record> {
+    let name = Name::new(name).ok()?;
+    let rec = sd.read_record(&name).ok().flatten()?;
+    let by = rec.stack.as_ref().and_then(|m| m.by.as_deref());
+    (by == Some(run)).then_some(rec)
+}
+
+/// Has this run's start of `name` spawned its process (`starting` or `running`, and the
+/// process is there)?
+fn spawned_by(sd: &StateDir, name: &str, run: &str) -> bool {
     let Ok(name) = Name::new(name) else {
         return false;
     };
-    let rec = sd.read_record(&name).ok().flatten();
-    rec.and_then(|r| r.stack)
-        .is_some_and(|m| m.by.as_deref() == Some(run))
+    let seen = inspect(sd, &name, None);
+    let rec = seen.record.as_ref();
+    let by = rec
+        .and_then(|r| r.stack.as_ref())
+        .and_then(|m| m.by.as_deref());
+    by == Some(run) && matches!(seen.state, State::Starting | State::Running)
 }
 
 /// Starts every waiting service whose needs are all up; says why a service whose need
@@ -208,11 +255,12 @@ fn launch_ready<'a>(
             progress.insert(name, Progress::Skipped);
             continue;
         }
-        if !svc
-            .needs
-            .iter()
-            .all(|n| matches!(state(&n.name), Progress::Up { .. }))
-        {
+        let met = |n: &Need| match (state(&n.name), n.condition) {
+            (Progress::Up { .. }, _) => true,
+            (Progress::Starting(_, spawned), Condition::Started) => spawned,
+            _ => false,
+        };
+        if !svc.needs.iter().all(met) {
             continue;
         }
         let next = match found(sd, svc, &stack.file) {
@@ -229,7 +277,7 @@ fn launch_ready<'a>(
                 Progress::Failed
             }
             f => match fork_start(stack, sd, svc, mask, run, matches!(f, Found::Changed)) {
-                Ok(pid) => Progress::Starting(pid),
+                Ok(pid) => Progress::Starting(pid, false),
                 // The starts already under way go on; what needs this one is skipped.
                 Err(e) => {
                     say(TOOL, name, format!("not started: {e}"));
@@ -499,7 +547,22 @@ fn wait_exit(
 /// After an interrupt: stops what this pm-up started, the last to come up first (so
 /// dependents before what they need).
 fn stop_started(sd: &StateDir, stack: &Stack, came_up: &[&str]) {
-    for name in came_up.iter().rev() {
+    // Newest first, but never before something left that needs it (a need that is only
+    // `started` can come up after what needs it).
+    let mut left: Vec<&str> = came_up.to_vec();
+    let mut order: Vec<&str> = Vec::new();
+    while !left.is_empty() {
+        let needed = |n: &str| {
+            left.iter()
+                .any(|o| stack.services[*o].needs.iter().any(|x| x.name == n))
+        };
+        let i = left
+            .iter()
+            .rposition(|n| !needed(n))
+            .unwrap_or(left.len() - 1);
+        order.push(left.remove(i));
+    }
+    for name in &order {
         let svc = &stack.services[*name];
         if svc.oneshot {
             continue;

@@ -279,3 +279,34 @@ fn tags_select_services_in_every_tool() {
     assert_success(&down(&sb, &[]), "pm-down");
     assert_nothing_left(&sb);
 }
+
+/// `started`: b needs a only started, and a is ready only once b has begun. Were
+/// `started` waited for as `ready`, a would never become ready.
+#[test]
+fn a_need_that_is_only_started_does_not_wait_for_ready() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"exec sleep 1000\"\nready = \"file:b.began\"\nready_timeout = \"20s\"\n\n[services.b]\ncommand = \"while [ ! -e a.began ]; do sleep 0.01; done; touch b.began; exec sleep 1001\"\nneeds = { a = \"started\" }\n",
+    );
+    // a's command, first thing: what b waits for (a is spawned, not yet its first line).
+    write_stack(
+        &sb,
+        &fs::read_to_string(sb.path("pm.toml"))
+            .unwrap()
+            .replace("exec sleep 1000", "touch a.began; exec sleep 1000"),
+    );
+    let out = up(&sb, &[]);
+    assert_success(&out, "pm-up");
+    live_pid(&sb, "a");
+    live_pid(&sb, "b");
+    let (a, b) = (sb.rec("a"), sb.rec("b"));
+    let a_ready = a["ready_at"].as_str().unwrap();
+    let b_started = b["started_at"].as_str().unwrap();
+    assert!(
+        b_started < a_ready,
+        "b started at {b_started}, after a was ready at {a_ready}"
+    );
+    assert_success(&down(&sb, &[]), "pm-down");
+    assert_nothing_left(&sb);
+}
