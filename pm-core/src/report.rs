@@ -6,7 +6,17 @@ use std::path::Path;
 
 /// Prints `TOOL: NAME: MESSAGE` on stderr.
 pub fn say(tool: &str, name: &str, msg: impl std::fmt::Display) {
+    let tool = SPEAKER.get().copied().unwrap_or(tool);
     let _ = writeln!(io::stderr().lock(), "{tool}: {name}: {msg}");
+}
+
+/// The tool every message of this process is said as, whatever code says it: pm-up's
+/// children run pm-start's start, and the user ran pm-up.
+static SPEAKER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Has [`say`] name `tool` from now on in this process (first call wins).
+pub fn speak_as(tool: &'static str) {
+    let _ = SPEAKER.set(tool);
 }
 
 /// Writes `text` to stdout; a closed pipe (`| head -1`) is not an error.

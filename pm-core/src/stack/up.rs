@@ -301,6 +301,7 @@ fn fork_start(
     match sys::fork_single_threaded().map_err(|e| Error::Os(format!("fork: {e}")))? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
+            crate::report::speak_as(TOOL);
             // As pm-start would run: with the caller's signal mask.
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
             let ended = start_one(stack, sd, svc, run, restart);
@@ -355,7 +356,7 @@ fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bo
     match crate::start::run(&req) {
         Ok(e) => e,
         Err(e) => {
-            say("pm-start", name, &e);
+            say(TOOL, name, &e);
             e.exit_code().into()
         }
     }

@@ -166,8 +166,8 @@ fn failed(
     if !tail.is_empty() && !restarted {
         // Not eprintln!: a full disk must not panic a monitor.
         use std::io::Write;
+        say(TOOL, name, format!("last lines of {}:", spec.log.display()));
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{TOOL}: {name}: last lines of {}:", spec.log.display());
         for l in tail {
             let _ = writeln!(err, "  | {l}");
         }
