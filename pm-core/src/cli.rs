@@ -4,10 +4,26 @@
 //! signal names and check kinds.
 
 use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, TypedValueParser};
 use nix::sys::signal::Signal;
+
+/// `--state-dir DIR`, which every tool takes (flattened into its command line).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StateDirArg {
+    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StateDirArg {
+    /// The directory given, if any (else [`crate::StateDir::resolve`] finds the default).
+    pub fn dir(&self) -> Option<&Path> {
+        self.state_dir.as_deref()
+    }
+}
 
 /// `--signal`, `--stop-signal`: a name (TERM, SIGTERM) or a number; completion offers the
 /// usual names (give the argument `hide_possible_values`: any signal is accepted).

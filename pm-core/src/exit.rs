@@ -139,6 +139,26 @@ pub fn meanings(tool: &str) -> Vec<(String, &'static str)> {
     rows
 }
 
+/// How a tool ends: with its outcome, or with its error said on stderr as
+/// `TOOL: what: why...` (the whole chain, as anyhow's `{:#}` shows it) and the exit code
+/// the first [`crate::Error`] in the chain decides. Every binary's `main` ends here.
+pub fn finish<E>(tool: &str, outcome: Result<std::process::ExitCode, E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    let err = match outcome {
+        Ok(code) => return code,
+        Err(e) => e,
+    };
+    let top: &(dyn std::error::Error + 'static) = err.as_ref();
+    let chain = || std::iter::successors(Some(top), |e| e.source());
+    let text: Vec<String> = chain().map(|e| e.to_string()).collect();
+    // Not eprintln!: a closed stderr must not turn an error into a panic.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{tool}: {}", text.join(": "));
+    code_for(chain()).into()
+}
+
 /// The exit code for an error chain (as from `anyhow::Error::chain`): the first
 /// `pm_core::Error` in it decides; anything else is a plain failure.
 pub fn code_for<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> Code {

@@ -32,9 +32,8 @@ pub struct Cli {
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 
     /// Time to wait before SIGKILL, instead of each record's
     #[arg(long, short = 't', value_name = "DURATION", value_parser = pm_core::cli::duration)]
@@ -47,7 +46,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         timeout: cli.timeout,
         ..Options::default()
     };
-    let code = stack::down::down(&file, cli.state_dir.as_deref(), &cli.targets, &opts)?;
+    let code = stack::down::down(&file, cli.state.dir(), &cli.targets, &opts)?;
     Ok(code.into())
 }
 

@@ -2,7 +2,6 @@
 //! service's name; `-f` follows them across rotations. The command line only: the reading
 //! is [`pm_core::tail::show`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -39,9 +38,8 @@ pub struct Cli {
     #[arg(long, short = 'n', value_name = "N|all", default_value = "10", value_parser = lines)]
     pub lines: Lines,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 }
 
 /// `--lines`: `None` for all.
@@ -59,7 +57,7 @@ fn lines(s: &str) -> Result<Lines, String> {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
+    let sd = StateDir::resolve(cli.state.dir(), false)?;
     let names = if cli.names.is_empty() {
         sd.list_for_report()?.into_iter().map(|(n, _)| n).collect()
     } else {

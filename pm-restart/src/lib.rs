@@ -2,7 +2,6 @@
 //! under one hold of the name's lock, so no other start can run in between. The command
 //! line only: the start is [`pm_core::start::run`] with `replace`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -29,13 +28,12 @@ pub struct Cli {
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let sd = StateDir::resolve(cli.state_dir.as_deref(), true)?;
+    let sd = StateDir::resolve(cli.state.dir(), true)?;
     let names = sd.targets(&cli.names)?;
     let mut codes = Vec::new();
     for name in &names {

@@ -5,11 +5,5 @@ fn main() -> std::process::ExitCode {
     if let Some(code) = pm_core::start::internal_entry() {
         return code;
     }
-    match pm_restart::run(pm_restart::Cli::parse()) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("pm-restart: {err:#}");
-            pm_core::exit::code_for(err.chain()).into()
-        }
-    }
+    pm_core::exit::finish("pm-restart", pm_restart::run(pm_restart::Cli::parse()))
 }

@@ -1,7 +1,6 @@
 //! pm-signal: send a signal to a running service (reload nginx with HUP, php-fpm with
 //! USR2) through pm's identity gate, never to a PID that may have been reused.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -33,9 +32,8 @@ pub struct Cli {
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 
     /// Signal to send (a name such as HUP or SIGHUP, or a number)
     #[arg(long, short = 's', value_name = "SIG", default_value = "HUP",
@@ -54,7 +52,7 @@ pub struct Cli {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let template = pm_core::name::pidfile_template(cli.pidfile.as_deref())?;
-    let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
+    let sd = StateDir::resolve(cli.state.dir(), false)?;
     let names = sd.targets(&cli.names)?;
     let mut codes = Vec::new();
     for name in &names {

@@ -1,11 +1,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    match pm_signal::run(pm_signal::Cli::parse()) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("pm-signal: {err:#}");
-            pm_core::exit::code_for(err.chain()).into()
-        }
-    }
+    pm_core::exit::finish("pm-signal", pm_signal::run(pm_signal::Cli::parse()))
 }

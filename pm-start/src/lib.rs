@@ -45,9 +45,8 @@ pub struct Cli {
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 
     /// PID file the service writes itself (template: {name} {service} {instance} {state_dir});
     /// a launcher that forks and exits 0 is then followed to the PID in this file
@@ -159,7 +158,7 @@ impl Cli {
         Request {
             name: self.name.clone(),
             command: self.command.clone(),
-            state_dir: self.state_dir.clone(),
+            state_dir: self.state.state_dir.clone(),
             pidfile: self.pidfile.clone(),
             log: self.log.clone(),
             cwd: self.cwd.clone(),

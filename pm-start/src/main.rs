@@ -5,11 +5,5 @@ fn main() -> std::process::ExitCode {
     if let Some(code) = pm_start::internal_entry() {
         return code;
     }
-    match pm_start::run(pm_start::Cli::parse()) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("pm-start: {err:#}");
-            pm_core::exit::code_for(err.chain()).into()
-        }
-    }
+    pm_core::exit::finish("pm-start", pm_start::run(pm_start::Cli::parse()))
 }

@@ -2,7 +2,6 @@
 //! kernel; a table for people, `--json` for jq, LSB exit codes for scripts.
 
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -41,9 +40,8 @@ pub struct Cli {
     #[arg(value_name = "NAME")]
     pub names: Vec<String>,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 
     /// Print a JSON array, one object per service
     #[arg(long, conflicts_with = "quiet")]
@@ -121,7 +119,7 @@ fn print_logs(sd: &StateDir, names: &[String]) -> Result<ExitCode> {
 const JSON_BATCH: usize = 256;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
+    let sd = StateDir::resolve(cli.state.dir(), false)?;
     if cli.complete_names {
         let names: String = sd
             .list_for_report()?

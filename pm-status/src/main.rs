@@ -1,11 +1,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    match pm_status::run(pm_status::Cli::parse()) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("pm-status: {err:#}");
-            pm_core::exit::code_for(err.chain()).into()
-        }
-    }
+    pm_core::exit::finish("pm-status", pm_status::run(pm_status::Cli::parse()))
 }

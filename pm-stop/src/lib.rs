@@ -1,6 +1,5 @@
 //! pm-stop: stop services gracefully, then certainly; never the wrong process.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -36,9 +35,8 @@ pub struct Cli {
     #[arg(value_name = "NAME", required = true)]
     pub names: Vec<String>,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 
     /// Signal to send first [default: the recorded stop signal, else TERM]
     #[arg(long, short = 's', value_name = "SIG", value_parser = pm_core::cli::SignalArg, hide_possible_values = true)]
@@ -72,7 +70,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ..Options::default()
         }
     };
-    let sd = StateDir::resolve(cli.state_dir.as_deref(), true)?;
+    let sd = StateDir::resolve(cli.state.dir(), true)?;
     let names = sd.targets(&cli.names)?;
     pm_core::stop::report_interrupts(TOOL)?;
     // `pm-stop --signal HUP nginx` is a start-stop-daemon habit for a reload: it waits for

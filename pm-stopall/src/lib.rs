@@ -1,7 +1,6 @@
 //! pm-stopall: stop every recorded running service, newest start first.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -28,9 +27,8 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "pm-stopall", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 
     /// Stop up to N services at once, taking them newest first
     #[arg(long, short = 'j', value_name = "N", default_value_t = 1,
@@ -57,7 +55,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         no_kill: cli.no_kill,
         ..Options::default()
     };
-    let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
+    let sd = StateDir::resolve(cli.state.dir(), false)?;
     pm_core::stop::report_interrupts(TOOL)?;
     // Start order reversed: the newest first. Dead services are visited too, for what
     // may be left of them (workers whose leader crashed); they are reported only then.

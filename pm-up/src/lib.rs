@@ -34,15 +34,14 @@ pub struct Cli {
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let file = stack::locate(cli.file.as_deref())?;
     let stack = Stack::load(&file)?;
-    let ended = stack::up::up(&stack, cli.state_dir.as_deref(), &cli.targets)?;
+    let ended = stack::up::up(&stack, cli.state.dir(), &cli.targets)?;
     Ok(ended.exit())
 }
 

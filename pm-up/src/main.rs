@@ -5,11 +5,5 @@ fn main() -> std::process::ExitCode {
     if let Some(code) = pm_core::start::internal_entry() {
         return code;
     }
-    match pm_up::run(pm_up::Cli::parse()) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("pm-up: {err:#}");
-            pm_core::exit::code_for(err.chain()).into()
-        }
-    }
+    pm_core::exit::finish("pm-up", pm_up::run(pm_up::Cli::parse()))
 }

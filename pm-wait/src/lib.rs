@@ -2,7 +2,6 @@
 //! changes, process exits), not by a timer. The command line only: the wait is
 //! [`pm_core::watch::wait`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -45,14 +44,13 @@ pub struct Cli {
     #[arg(long, short = 't', value_name = "DURATION", value_parser = pm_core::cli::duration)]
     pub timeout: Option<Duration>,
 
-    /// State directory [default: $PM_STATE_DIR, $XDG_RUNTIME_DIR/pm, /run/pm as root, else ${TMPDIR:-/tmp}/pm-$UID]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: pm_core::cli::StateDirArg,
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let until = Until::parse(&cli.until).unwrap_or(Until::Ready);
-    let sd = StateDir::resolve(cli.state_dir.as_deref(), false)?;
+    let sd = StateDir::resolve(cli.state.dir(), false)?;
     let names = sd.targets(&cli.names)?;
     let interrupts = signal::interrupt_fd()?;
     match watch::wait(&sd, &names, until, cli.timeout, &interrupts)? {

@@ -1,11 +1,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    match pm_wait::run(pm_wait::Cli::parse()) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("pm-wait: {err:#}");
-            pm_core::exit::code_for(err.chain()).into()
-        }
-    }
+    pm_core::exit::finish("pm-wait", pm_wait::run(pm_wait::Cli::parse()))
 }

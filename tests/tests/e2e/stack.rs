@@ -205,7 +205,10 @@ fn a_failed_service_stops_the_start_of_what_needs_it() {
     );
     assert!(err.contains("cannot open data"), "no log tail: {err}");
     // Said as the tool the user ran, though pm-start's start code says it.
-    assert!(err.contains("pm-up: db: failed to start: exited with status 3"), "{err}");
+    assert!(
+        err.contains("pm-up: db: failed to start: exited with status 3"),
+        "{err}"
+    );
     assert!(!err.contains("pm-start:"), "{err}");
     assert!(sb.record("web").is_none(), "web was started");
     live_pid(&sb, "other");
