@@ -23,63 +23,12 @@ pub fn down(
     opts: &Options,
 ) -> Result<Code> {
     let sd = StateDir::resolve(state_dir, false)?;
-    // name -> what it was started needing, for every record started from a stack.
-    let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut from_file: BTreeSet<String> = BTreeSet::new();
-    let mut known: BTreeSet<String> = BTreeSet::new();
-    for (name, rec) in sd.list_for_report()? {
-        known.insert(name.to_string());
-        let Ok(rec) = rec else { continue };
-        let Some(m) = rec.stack else { continue };
-        if m.file == file {
-            from_file.insert(name.to_string());
-        }
-        needs.insert(
-            name.to_string(),
-            m.needs.into_iter().map(|n| n.name).collect(),
-        );
-        tags.insert(name.to_string(), m.tags);
-    }
-    let mut code = Code::Ok;
-    let mut set: BTreeSet<String> = BTreeSet::new();
-    if targets.is_empty() {
-        set = from_file;
-        if set.is_empty() {
-            eprintln!(
-                "{TOOL}: {}: no service was started from this file",
-                file.display()
-            );
-        }
-    }
-    for t in targets {
-        match t.strip_prefix('@') {
-            Some(tag) => {
-                let found: Vec<&String> = tags
-                    .iter()
-                    .filter(|(_, ts)| ts.iter().any(|x| x == tag))
-                    .map(|(n, _)| n)
-                    .collect();
-                if found.is_empty() {
-                    eprintln!("{TOOL}: @{tag}: no recorded service is tagged {tag:?}");
-                    code = Code::worst([code, Code::Unknown]);
-                }
-                set.extend(found.into_iter().cloned());
-            }
-            None => {
-                let name = Name::new(t)?;
-                if known.contains(name.as_str()) {
-                    set.insert(name.to_string());
-                } else {
-                    say(TOOL, name.as_str(), Report::Unknown.describe());
-                    code = Code::worst([code, Code::Unknown]);
-                }
-            }
-        }
-    }
+    let rec = Recorded::read(&sd, file)?;
+    let (mut set, code) = rec.chosen(file, targets)?;
     // Whatever needs a service that stops goes first, whichever file it came from.
     loop {
-        let more: Vec<String> = needs
+        let more: Vec<String> = rec
+            .needs
             .iter()
             .filter(|(n, ns)| !set.contains(*n) && ns.iter().any(|x| set.contains(x)))
             .map(|(n, _)| n.clone())
@@ -90,7 +39,99 @@ pub fn down(
         set.extend(more);
     }
     crate::stop::report_interrupts(TOOL)?;
-    let mut left = set;
+    Ok(Code::worst([
+        code,
+        stop_in_rounds(&sd, &rec.needs, set, opts),
+    ]))
+}
+
+/// What the records say of stacks.
+struct Recorded {
+    /// name -> what it was started needing, for every record started from a stack.
+    needs: BTreeMap<String, Vec<String>>,
+    tags: BTreeMap<String, Vec<String>>,
+    /// Those started from the file asked about.
+    from_file: BTreeSet<String>,
+    /// Every recorded name.
+    known: BTreeSet<String>,
+}
+
+impl Recorded {
+    fn read(sd: &StateDir, file: &Path) -> Result<Recorded> {
+        let mut r = Recorded {
+            needs: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            from_file: BTreeSet::new(),
+            known: BTreeSet::new(),
+        };
+        for (name, rec) in sd.list_for_report()? {
+            r.known.insert(name.to_string());
+            let Ok(rec) = rec else { continue };
+            let Some(m) = rec.stack else { continue };
+            if m.file == file {
+                r.from_file.insert(name.to_string());
+            }
+            r.needs.insert(
+                name.to_string(),
+                m.needs.into_iter().map(|n| n.name).collect(),
+            );
+            r.tags.insert(name.to_string(), m.tags);
+        }
+        Ok(r)
+    }
+
+    /// The names `targets` ask for (none: all from `file`); an unknown one is said, and
+    /// makes the code `Unknown`.
+    fn chosen(&self, file: &Path, targets: &[String]) -> Result<(BTreeSet<String>, Code)> {
+        let mut code = Code::Ok;
+        let mut set: BTreeSet<String> = BTreeSet::new();
+        if targets.is_empty() {
+            set = self.from_file.clone();
+            if set.is_empty() {
+                eprintln!(
+                    "{TOOL}: {}: no service was started from this file",
+                    file.display()
+                );
+            }
+        }
+        for t in targets {
+            match t.strip_prefix('@') {
+                Some(tag) => {
+                    let found: Vec<&String> = self
+                        .tags
+                        .iter()
+                        .filter(|(_, ts)| ts.iter().any(|x| x == tag))
+                        .map(|(n, _)| n)
+                        .collect();
+                    if found.is_empty() {
+                        eprintln!("{TOOL}: @{tag}: no recorded service is tagged {tag:?}");
+                        code = Code::worst([code, Code::Unknown]);
+                    }
+                    set.extend(found.into_iter().cloned());
+                }
+                None => {
+                    let name = Name::new(t)?;
+                    if self.known.contains(name.as_str()) {
+                        set.insert(name.to_string());
+                    } else {
+                        say(TOOL, name.as_str(), Report::Unknown.describe());
+                        code = Code::worst([code, Code::Unknown]);
+                    }
+                }
+            }
+        }
+        Ok((set, code))
+    }
+}
+
+/// Stops `left` in rounds: each round those nothing left needs, at the same time.
+fn stop_in_rounds(
+    sd: &StateDir,
+    needs: &BTreeMap<String, Vec<String>>,
+    mut left: BTreeSet<String>,
+    opts: &Options,
+) -> Code {
+    let mut code = Code::Ok;
     while !left.is_empty() {
         // Those nothing left needs; if a hand-edited record closed a cycle, the rest at once.
         let mut round: Vec<String> = left
@@ -108,10 +149,7 @@ pub fn down(
         let codes = std::thread::scope(|s| {
             let handles: Vec<_> = round
                 .iter()
-                .map(|n| {
-                    let sd = &sd;
-                    s.spawn(move || stop_one(sd, n, opts))
-                })
+                .map(|n| s.spawn(move || stop_one(sd, n, opts)))
                 .collect();
             handles
                 .into_iter()
@@ -123,7 +161,7 @@ pub fn down(
             left.remove(&n);
         }
     }
-    Ok(code)
+    code
 }
 
 fn stop_one(sd: &StateDir, name: &str, opts: &Options) -> Code {

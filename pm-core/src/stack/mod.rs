@@ -445,6 +445,97 @@ fn anchored(dir: &Path, template: &str) -> String {
     format!("{}/{template}", d.trim_end_matches('/'))
 }
 
+/// A service's `needs`: a list (each needed ready) or a table of name = condition.
+fn needs_of(t: &ServiceToml) -> Vec<Need> {
+    match t.needs.as_ref().map(|n| n.get_ref()) {
+        None => Vec::new(),
+        Some(NeedsToml::List(v)) => v
+            .iter()
+            .map(|n| Need {
+                name: n.clone(),
+                condition: Condition::Ready,
+            })
+            .collect(),
+        Some(NeedsToml::Map(m)) => m
+            .iter()
+            .map(|(n, c)| Need {
+                name: n.clone(),
+                condition: *c,
+            })
+            .collect(),
+    }
+}
+
+fn check_tags(tags: &[String]) -> std::result::Result<(), String> {
+    for tag in tags {
+        if tag.is_empty()
+            || !tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(format!("tags: invalid tag {tag:?} (use A-Z a-z 0-9 . _ -)"));
+        }
+    }
+    Ok(())
+}
+
+/// The ready checks, each checked, relative paths made the service's; and its restart
+/// policy checked.
+fn ready_checks(t: &ServiceToml, cwd: &Path) -> std::result::Result<Vec<String>, String> {
+    // Relative paths in a check are the service's, as exec: probes run in its cwd (pm-start
+    // would take them from wherever pm-up was run).
+    let ready: Vec<String> = t
+        .ready
+        .clone()
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| match r.split_once(':') {
+            Some((kind @ ("file" | "unix"), p)) if !p.is_empty() && !p.starts_with('/') => {
+                format!("{kind}:{}", cwd.join(p).display())
+            }
+            _ => r,
+        })
+        .collect();
+    for r in &ready {
+        crate::ready::Check::parse(r).map_err(|e| format!("ready: {e}"))?;
+    }
+    if let Some(r) = &t.restart {
+        crate::monitor::Policy::parse(r).map_err(|e| format!("restart: {e}"))?;
+    }
+    Ok(ready)
+}
+
+/// A oneshot task takes only what applies to a run under pm-up.
+fn check_oneshot(t: &ServiceToml, ready: &[String]) -> std::result::Result<(), String> {
+    if t.oneshot && (t.restart.as_deref().is_some_and(|r| r != "no") || !ready.is_empty()) {
+        return Err(
+            "a oneshot task has no restart policy and no ready checks: it succeeds by exiting 0"
+                .into(),
+        );
+    }
+    if t.oneshot {
+        // A task runs to its end under pm-up, with no record, monitor, logger or cgroup:
+        // settings for those would be ignored, so they are refused.
+        let unused = [
+            ("grace", t.grace.is_some()),
+            ("pidfile", t.pidfile.is_some()),
+            ("restart_delay", t.restart_delay.is_some()),
+            ("max_restarts", t.max_restarts.is_some()),
+            ("log_max_size", t.log_max_size.is_some()),
+            ("log_keep", t.log_keep.is_some()),
+            ("log_timestamps", t.log_timestamps),
+            ("memory_max", t.memory_max.is_some()),
+            ("cpu_max", t.cpu_max.is_some()),
+            ("pids_max", t.pids_max.is_some()),
+        ];
+        if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+            return Err(format!("{key} does not apply to a oneshot task"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks one service and turns it into a start request; `dir`: the file's directory,
 /// which relative paths are taken from.
 fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Service, String> {
@@ -494,52 +585,8 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         .map(|m| crate::monitor::parse_max_restarts(&m.text()))
         .transpose()
         .map_err(|e| format!("max_restarts: {e}"))?;
-    // Relative paths in a check are the service's, as exec: probes run in its cwd (pm-start
-    // would take them from wherever pm-up was run).
-    let ready: Vec<String> = t
-        .ready
-        .clone()
-        .map(OneOrMany::into_vec)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| match r.split_once(':') {
-            Some((kind @ ("file" | "unix"), p)) if !p.is_empty() && !p.starts_with('/') => {
-                format!("{kind}:{}", cwd.join(p).display())
-            }
-            _ => r,
-        })
-        .collect();
-    for r in &ready {
-        crate::ready::Check::parse(r).map_err(|e| format!("ready: {e}"))?;
-    }
-    if let Some(r) = &t.restart {
-        crate::monitor::Policy::parse(r).map_err(|e| format!("restart: {e}"))?;
-    }
-    if t.oneshot && (t.restart.as_deref().is_some_and(|r| r != "no") || !ready.is_empty()) {
-        return Err(
-            "a oneshot task has no restart policy and no ready checks: it succeeds by exiting 0"
-                .into(),
-        );
-    }
-    if t.oneshot {
-        // A task runs to its end under pm-up, with no record, monitor, logger or cgroup:
-        // settings for those would be ignored, so they are refused.
-        let unused = [
-            ("grace", t.grace.is_some()),
-            ("pidfile", t.pidfile.is_some()),
-            ("restart_delay", t.restart_delay.is_some()),
-            ("max_restarts", t.max_restarts.is_some()),
-            ("log_max_size", t.log_max_size.is_some()),
-            ("log_keep", t.log_keep.is_some()),
-            ("log_timestamps", t.log_timestamps),
-            ("memory_max", t.memory_max.is_some()),
-            ("cpu_max", t.cpu_max.is_some()),
-            ("pids_max", t.pids_max.is_some()),
-        ];
-        if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
-            return Err(format!("{key} does not apply to a oneshot task"));
-        }
-    }
+    let ready = ready_checks(t, &cwd)?;
+    check_oneshot(t, &ready)?;
     let cpu_max = t
         .cpu_max
         .as_ref()
@@ -571,35 +618,11 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         log_timestamps: t.log_timestamps,
         ..Request::default()
     };
-    let needs = match t.needs.as_ref().map(|n| n.get_ref()) {
-        None => Vec::new(),
-        Some(NeedsToml::List(v)) => v
-            .iter()
-            .map(|n| Need {
-                name: n.clone(),
-                condition: Condition::Ready,
-            })
-            .collect(),
-        Some(NeedsToml::Map(m)) => m
-            .iter()
-            .map(|(n, c)| Need {
-                name: n.clone(),
-                condition: *c,
-            })
-            .collect(),
-    };
+    let needs = needs_of(t);
     if needs.iter().any(|n| n.name == key) {
         return Err("a service cannot need itself".into());
     }
-    for tag in &t.tags {
-        if tag.is_empty()
-            || !tag
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
-            return Err(format!("tags: invalid tag {tag:?} (use A-Z a-z 0-9 . _ -)"));
-        }
-    }
+    check_tags(&t.tags)?;
     let mut resolved = t.clone();
     resolved.cwd = Some(cwd);
     resolved.env = request.env.iter().cloned().collect();

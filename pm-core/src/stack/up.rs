@@ -138,22 +138,7 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
             }
             break;
         }
-        let mut fds = vec![PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
-        if let Some(w) = &watch {
-            fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
-        }
-        // Without inotify, a start's record is looked at every 20 ms.
-        let timeout = match (early, &watch) {
-            (true, None) => PollTimeout::from(20u8),
-            _ => PollTimeout::NONE,
-        };
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(Error::Os(format!("poll: {e}"))),
-        }
-        if let Some(w) = &watch {
-            while matches!(w.read_events(), Ok(e) if !e.is_empty()) {}
-        }
+        wait_event(&sigs, watch.as_ref(), early)?;
         if early {
             for (name, pid) in &children {
                 if progress.get(name) == Some(&Progress::Starting(*pid, false))
@@ -171,20 +156,7 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
                 }
             }
         }
-        for (name, pid) in children {
-            let ended = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, 0)) => Progress::Up {
-                    started: started_by(&sd, name, &run),
-                },
-                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Progress::Failed,
-                Err(Errno::ECHILD) => Progress::Failed,
-                _ => continue,
-            };
-            if ended == (Progress::Up { started: true }) {
-                came_up.push(name);
-            }
-            progress.insert(name, ended);
-        }
+        reap(&sd, &run, &children, &mut progress, &mut came_up);
     }
     if let Some(sig) = interrupted {
         stop_started(&sd, stack, &came_up);
@@ -192,6 +164,56 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
     }
     let ok = progress.values().all(|p| matches!(p, Progress::Up { .. }));
     Ok(if ok { Code::Ok } else { Code::Failure }.into())
+}
+
+/// Waits for a signal (a child's exit, an interrupt) or, with `watch`, a record's change;
+/// when a need is `started` (`early`) and there is no watch, 20 ms at most.
+fn wait_event(
+    sigs: &nix::sys::signalfd::SignalFd,
+    watch: Option<&nix::sys::inotify::Inotify>,
+    early: bool,
+) -> Result<()> {
+    let mut fds = vec![PollFd::new(sigs.as_fd(), PollFlags::POLLIN)];
+    if let Some(w) = watch {
+        fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+    }
+    let timeout = match (early, watch) {
+        (true, None) => PollTimeout::from(20u8),
+        _ => PollTimeout::NONE,
+    };
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        Err(e) => return Err(Error::Os(format!("poll: {e}"))),
+    }
+    if let Some(w) = watch {
+        while matches!(w.read_events(), Ok(e) if !e.is_empty()) {}
+    }
+    Ok(())
+}
+
+/// Collects the children whose start is over: up (and whether this run started it, see
+/// [`started_by`]; those go on `came_up`) or failed.
+fn reap<'a>(
+    sd: &StateDir,
+    run: &str,
+    children: &[(&'a str, Pid)],
+    progress: &mut BTreeMap<&'a str, Progress>,
+    came_up: &mut Vec<&'a str>,
+) {
+    for &(name, pid) in children {
+        let ended = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, 0)) => Progress::Up {
+                started: started_by(sd, name, run),
+            },
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => Progress::Failed,
+            Err(Errno::ECHILD) => Progress::Failed,
+            _ => continue,
+        };
+        if ended == (Progress::Up { started: true }) {
+            came_up.push(name);
+        }
+        progress.insert(name, ended);
+    }
 }
 
 /// Did this run start `name` (and not found it running, or waited for another start of
@@ -366,6 +388,76 @@ fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bo
 /// its own: what it leaves in that group when it exits is killed, and an interrupt stops
 /// the whole group before pm-up's child dies of it.
 fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
+    let name = svc.name.as_str();
+    let sigs = signal::interrupt_fd()?;
+    let mut task = spawn_task(sd, svc)?;
+    let fate = await_task(&task, &sigs, &svc.request)?;
+    // Still our unreaped child, so the group cannot be another's yet: nothing it left
+    // behind outlives the task.
+    let _ = nix::sys::signal::killpg(task.group, Signal::SIGKILL);
+    let status = task
+        .child
+        .wait()
+        .map_err(|e| Error::Os(format!("waiting for {name}: {e}")))?;
+    let took = crate::duration::elapsed(task.began.elapsed());
+    match fate {
+        Some(Some(sig)) => {
+            say(
+                TOOL,
+                name,
+                format!("interrupted after {took}; the task was stopped"),
+            );
+            return Ok(Ended::Signal(sig));
+        }
+        Some(None) => {
+            say(
+                TOOL,
+                name,
+                format!("timed out after {took}; the task was stopped"),
+            );
+            return Ok(Code::Failure.into());
+        }
+        None => {}
+    }
+    use std::os::unix::process::ExitStatusExt;
+    if status.success() {
+        say(TOOL, name, format!("succeeded in {took}"));
+        return Ok(Code::Ok.into());
+    }
+    let how = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (_, Some(s)) => format!(
+            "killed by SIG{}",
+            Signal::try_from(s).map(signal::name).unwrap_or("?")
+        ),
+        _ => "failed".into(),
+    };
+    say(
+        TOOL,
+        name,
+        format!("failed: {how} after {took} (log {})", task.log.display()),
+    );
+    for line in crate::report::log_tail(&task.log, task.from, 10) {
+        eprintln!("  {line}");
+    }
+    Ok(Code::Failure.into())
+}
+
+/// A running oneshot task.
+struct Task {
+    child: std::process::Child,
+    handle: crate::process::Handle,
+    /// Its process group (its PID).
+    group: Pid,
+    log: std::path::PathBuf,
+    /// The log's size when the task began: its own lines come after.
+    from: u64,
+    began: Instant,
+}
+
+/// Spawns `svc`'s task (the caller blocks the interrupts first; the child does not
+/// inherit that, std's spawn clears the signal mask).
+fn spawn_task(sd: &StateDir, svc: &Service) -> Result<Task> {
     use std::os::unix::process::CommandExt;
     let name: &Name = &svc.name;
     let req = &svc.request;
@@ -407,7 +499,6 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
     if let Some(c) = &creds {
         cmd.uid(c.uid.as_raw()).gid(c.gid.as_raw());
     }
-    let sigs = signal::interrupt_fd()?;
     let began = Instant::now();
     let mut child = cmd.spawn().map_err(|e| Error::Exec {
         program: req.command[0].clone(),
@@ -420,24 +511,40 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
     })?;
     let pid = child.id() as i32;
     let group = Pid::from_raw(pid);
-    let handle = match crate::process::Handle::of_child(pid) {
-        Ok(h) => h,
+    match crate::process::Handle::of_child(pid) {
+        Ok(handle) => Ok(Task {
+            child,
+            handle,
+            group,
+            log,
+            from,
+            began,
+        }),
         Err(e) => {
             let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
             let _ = child.wait();
-            return Err(e);
+            Err(e)
         }
-    };
+    }
+}
+
+/// Waits for the task to exit (not reaping it). `Some(why)` if it had to be stopped:
+/// `Some(sig)` interrupted by `sig`, `None` timed out (its `ready_timeout`). A stop sends
+/// the task's stop signal to its group, then SIGKILL after its stop timeout; further
+/// interrupts (a terminal's Ctrl-C comes both from the tty and from pm-up) change neither.
+fn await_task(
+    task: &Task,
+    sigs: &nix::sys::signalfd::SignalFd,
+    req: &crate::start::Request,
+) -> Result<Option<Option<Signal>>> {
     let stop_signal = req
         .stop_signal
         .unwrap_or(crate::record::DEFAULT_STOP_SIGNAL);
     let stop_timeout = req
         .stop_timeout
         .unwrap_or(crate::record::DEFAULT_STOP_TIMEOUT);
-    let deadline = req.ready_timeout.map(|t| began + t);
-    // Once stopped (interrupted, or timed out): why, and when SIGKILL follows. Further
-    // interrupts (a terminal's Ctrl-C comes both from the tty and from pm-up) change
-    // neither.
+    let deadline = req.ready_timeout.map(|t| task.began + t);
+    // Once stopped: why, and when SIGKILL follows.
     let mut fate: Option<(Option<Signal>, Instant)> = None;
     loop {
         let now = Instant::now();
@@ -446,75 +553,27 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
             (None, Some(d)) => d.saturating_duration_since(now),
             (None, None) => Duration::MAX,
         };
-        if wait_exit(&handle, &sigs, wait)? {
-            break;
+        if wait_exit(&task.handle, sigs, wait)? {
+            return Ok(fate.map(|(why, _)| why));
         }
         let mut interrupt = None;
-        while let Some(sig) = signal::pending(&sigs) {
+        while let Some(sig) = signal::pending(sigs) {
             interrupt.get_or_insert(sig);
         }
         let now = Instant::now();
         match fate {
-            Some((_, kill_at)) if now >= kill_at => {
-                let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
-                break;
+            Some((why, kill_at)) if now >= kill_at => {
+                let _ = nix::sys::signal::killpg(task.group, Signal::SIGKILL);
+                return Ok(Some(why));
             }
             Some(_) => continue,
             None if interrupt.is_some() => fate = Some((interrupt, now + stop_timeout)),
             None if deadline.is_some_and(|d| now >= d) => fate = Some((None, now + stop_timeout)),
             None => continue,
         }
-        let _ = nix::sys::signal::killpg(group, stop_signal);
-        let _ = nix::sys::signal::killpg(group, Signal::SIGCONT);
+        let _ = nix::sys::signal::killpg(task.group, stop_signal);
+        let _ = nix::sys::signal::killpg(task.group, Signal::SIGCONT);
     }
-    // Still our unreaped child, so the group cannot be another's yet: nothing it left
-    // behind outlives the task.
-    let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
-    let status = child
-        .wait()
-        .map_err(|e| Error::Os(format!("waiting for {name}: {e}")))?;
-    let took = crate::duration::elapsed(began.elapsed());
-    match fate {
-        Some((Some(sig), _)) => {
-            say(
-                TOOL,
-                name.as_str(),
-                format!("interrupted after {took}; the task was stopped"),
-            );
-            return Ok(Ended::Signal(sig));
-        }
-        Some((None, _)) => {
-            say(
-                TOOL,
-                name.as_str(),
-                format!("timed out after {took}; the task was stopped"),
-            );
-            return Ok(Code::Failure.into());
-        }
-        None => {}
-    }
-    use std::os::unix::process::ExitStatusExt;
-    if status.success() {
-        say(TOOL, name.as_str(), format!("succeeded in {took}"));
-        return Ok(Code::Ok.into());
-    }
-    let how = match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (_, Some(s)) => format!(
-            "killed by SIG{}",
-            Signal::try_from(s).map(signal::name).unwrap_or("?")
-        ),
-        _ => "failed".into(),
-    };
-    say(
-        TOOL,
-        name.as_str(),
-        format!("failed: {how} after {took} (log {})", log.display()),
-    );
-    for line in crate::report::log_tail(&log, from, 10) {
-        eprintln!("  {line}");
-    }
-    Ok(Code::Failure.into())
 }
 
 /// Waits up to `wait` for the task to exit (`Ok(true)`) or a signal to come (`Ok(false)`).
