@@ -50,7 +50,7 @@ test:
 	  prefix=$$(mktemp -d /tmp/pm-prefix.XXXXXX) && trap 'rm -rf "$$prefix" "$$skipped"' EXIT && \
 	  echo "make install PREFIX=$$prefix   # for the install tests" && \
 	  $(MAKE) --no-print-directory install PREFIX="$$prefix" >/dev/null && \
-	  PM_TEST_PREFIX="$$prefix" $(CARGO) test --workspace; \
+	  export PM_TEST_PREFIX="$$prefix" && $(CARGO) test --workspace; \
 	fi && \
 	echo "PM_CGROUP=off $(CARGO) test -p pm-tests --test e2e   # again, with process-group tracking" && \
 	PM_CGROUP=off $(CARGO) test -q -p pm-tests --test e2e && \

@@ -128,20 +128,7 @@ pub fn inspect_record(
     template: Option<&str>,
     record: Result<Option<Record>>,
 ) -> Inspection {
-    let mut out = Inspection {
-        name: name.clone(),
-        state: State::Unknown,
-        record: None,
-        pidfile: None,
-        live: None,
-        note: None,
-        stale_pidfile: false,
-        pidfile_error: None,
-        error: None,
-        cgroup: None,
-        cgroup_pids: Vec::new(),
-        log_status: None,
-    };
+    let mut out = Inspection::unknown(name);
     let record = match record {
         Ok(r) => r,
         Err(e) => {
@@ -184,21 +171,7 @@ pub fn inspect_record(
     let Some(record) = record else {
         // Without a PID file (or with one that is not a PID file) nothing is known.
         if let Some(pf) = pf {
-            match Gate::born_after(0).check(pf.pid, &pf.expect()) {
-                Ok(Verdict::Ours(stat)) => {
-                    out.state = State::Running;
-                    out.live = Some((stat, pf.expect()));
-                }
-                Ok(v) => {
-                    out.state = State::Dead;
-                    out.stale_pidfile = true;
-                    out.note = Some(dead_note(pf.pid, &v));
-                }
-                Err(e) => {
-                    out.state = State::Unknown;
-                    out.note = Some(e.to_string());
-                }
-            }
+            out.judge_pidfile_alone(&pf);
         }
         return out;
     };
@@ -225,111 +198,8 @@ pub fn inspect_record(
             out.cgroup_pids = pids;
         }
     }
-    let mut last_verdict = None;
-    for (pid, expect) in candidates(&record, pf.as_ref()) {
-        let mut verdict = gate.check(pid, &expect);
-        // The recorded PID too: one reused within the start's clock tick matches its
-        // start time, but it is not in the cgroup. The snapshot settles most cases; one
-        // not in it is asked again (it may have been made after the snapshot was taken).
-        if let (Ok(Verdict::Ours(st)), Some(cg)) = (&verdict, &out.cgroup) {
-            if !out.cgroup_pids.contains(&pid) && !cg.contains(pid) {
-                verdict = Ok(Verdict::Reused(st.clone()));
-            }
-        }
-        match verdict {
-            Ok(Verdict::Ours(stat)) => {
-                out.live = Some((stat, expect));
-                break;
-            }
-            Ok(v) => {
-                if matches!(expect, Expect::WrittenBy { .. }) {
-                    out.stale_pidfile = true;
-                }
-                last_verdict.get_or_insert((pid, v));
-            }
-            Err(e) => {
-                out.note = Some(e.to_string());
-            }
-        }
-    }
-    let boot_id = record.boot_id.clone().unwrap_or_default();
-    let starter_alive = record
-        .starter
-        .as_ref()
-        .is_some_and(|s| process::check(s.pid, &s.expect(&boot_id)).is_ok_and(|v| v.is_ours()));
-    // With the leader gone, whatever is still in the start's cgroup is a service that is
-    // not running as recorded, and what pm-stop will stop.
-    // `populated` decides, not the processes pm can see: a service can hide some (more
-    // sub-cgroups than pm walks).
-    let left_in_cgroup = match (&out.live, &out.cgroup) {
-        (None, Some(cg)) if cg.populated() => Some(cg.members().len().max(1)),
-        _ => None,
-    };
-    out.state = match (record.phase, out.live.is_some(), left_in_cgroup) {
-        (Phase::Starting, _, _) if starter_alive => State::Starting,
-        (_, true, _) => State::Running,
-        (phase, false, Some(n)) => {
-            let left = format!(
-                "{n} process{} left in its cgroup",
-                if n == 1 { "" } else { "es" }
-            );
-            out.note = Some(match &last_verdict {
-                Some((pid, v)) if phase != Phase::Stopped => {
-                    format!("{}; {left}", dead_note(*pid, v))
-                }
-                _ => left,
-            });
-            State::Dead
-        }
-        (Phase::Backoff, false, None) => {
-            let exit = record.last_exit.as_ref().map(|e| e.describe());
-            let exit = exit.unwrap_or_else(|| "ended".into());
-            if monitor::is_supervised(&record) {
-                let wait = record
-                    .restart_at
-                    .as_deref()
-                    .and_then(crate::record::parse_rfc3339)
-                    .map(|t| {
-                        t.duration_since(std::time::SystemTime::now())
-                            .unwrap_or_default()
-                    })
-                    .unwrap_or_default();
-                out.note = Some(format!(
-                    "{exit}, restarting in {}",
-                    crate::duration::elapsed(wait)
-                ));
-                State::Backoff
-            } else {
-                out.note = Some(format!("{exit}; its monitor is gone, nothing restarts it"));
-                State::Dead
-            }
-        }
-        (Phase::Running | Phase::Starting, false, None) => {
-            if let Some((pid, v)) = &last_verdict {
-                out.note = Some(dead_note(*pid, v));
-            }
-            // The supervised run ended and was not restarted: say how it ended.
-            if let Some(e) = this_runs_exit(&record) {
-                let why = match record.restart.as_ref().map(|r| r.policy) {
-                    Some(monitor::Policy::OnFailure) if e.is_clean() => {
-                        "; not restarted (--restart on-failure)"
-                    }
-                    _ => "",
-                };
-                out.note = Some(format!("{}{why}", e.describe()));
-            }
-            State::Dead
-        }
-        (Phase::Failed, false, None) if record.restart.is_some() && record.last_exit.is_some() => {
-            out.note = record.failure.as_ref().map(|f| f.reason.clone());
-            State::Failed
-        }
-        (Phase::Failed, false, None) => {
-            out.note = record.failure.as_ref().map(|f| f.reason.clone());
-            State::Dead
-        }
-        (Phase::Stopped, false, None) => State::Stopped,
-    };
+    let last_verdict = out.find_live(&record, pf.as_ref(), &gate);
+    out.state = out.judge(&record, last_verdict.as_ref());
     // A monitor that gave up (say, on a full state dir) left its reason: without it a
     // supervised service would be "dead" with no why.
     if let (State::Dead | State::Failed, Some(end)) = (out.state, &record.monitor_end) {
@@ -346,6 +216,170 @@ pub fn inspect_record(
     }
     out.record = Some(record);
     out
+}
+
+impl Inspection {
+    /// Nothing known yet.
+    fn unknown(name: &Name) -> Inspection {
+        Inspection {
+            name: name.clone(),
+            state: State::Unknown,
+            record: None,
+            pidfile: None,
+            live: None,
+            note: None,
+            stale_pidfile: false,
+            pidfile_error: None,
+            error: None,
+            cgroup: None,
+            cgroup_pids: Vec::new(),
+            log_status: None,
+        }
+    }
+
+    /// No record, only a PID file: the process it names (its identity as the file
+    /// gives it) is the service.
+    fn judge_pidfile_alone(&mut self, pf: &pidfile::PidFile) {
+        match Gate::born_after(0).check(pf.pid, &pf.expect()) {
+            Ok(Verdict::Ours(stat)) => {
+                self.state = State::Running;
+                self.live = Some((stat, pf.expect()));
+            }
+            Ok(v) => {
+                self.state = State::Dead;
+                self.stale_pidfile = true;
+                self.note = Some(dead_note(pf.pid, &v));
+            }
+            Err(e) => {
+                self.state = State::Unknown;
+                self.note = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Sets `live` to the first candidate (the service's PID file, then the recorded PID)
+    /// that is this start's process; else the verdict on the first that is not.
+    fn find_live(
+        &mut self,
+        record: &Record,
+        pf: Option<&pidfile::PidFile>,
+        gate: &Gate,
+    ) -> Option<(i32, Verdict)> {
+        let mut last_verdict = None;
+        for (pid, expect) in candidates(record, pf) {
+            let mut verdict = gate.check(pid, &expect);
+            // The recorded PID too: one reused within the start's clock tick matches its
+            // start time, but it is not in the cgroup. The snapshot settles most cases; one
+            // not in it is asked again (it may have been made after the snapshot was taken).
+            if let (Ok(Verdict::Ours(st)), Some(cg)) = (&verdict, &self.cgroup) {
+                if !self.cgroup_pids.contains(&pid) && !cg.contains(pid) {
+                    verdict = Ok(Verdict::Reused(st.clone()));
+                }
+            }
+            match verdict {
+                Ok(Verdict::Ours(stat)) => {
+                    self.live = Some((stat, expect));
+                    break;
+                }
+                Ok(v) => {
+                    if matches!(expect, Expect::WrittenBy { .. }) {
+                        self.stale_pidfile = true;
+                    }
+                    last_verdict.get_or_insert((pid, v));
+                }
+                Err(e) => {
+                    self.note = Some(e.to_string());
+                }
+            }
+        }
+        last_verdict
+    }
+
+    /// The state, from the record's phase and what [`Inspection::find_live`] found (and
+    /// `last_verdict`, why the recorded process is not the service); sets the note.
+    fn judge(&mut self, record: &Record, last_verdict: Option<&(i32, Verdict)>) -> State {
+        let boot_id = record.boot_id.clone().unwrap_or_default();
+        let starter_alive = record
+            .starter
+            .as_ref()
+            .is_some_and(|s| process::check(s.pid, &s.expect(&boot_id)).is_ok_and(|v| v.is_ours()));
+
+        // With the leader gone, whatever is still in the start's cgroup is a service that is
+        // not running as recorded, and what pm-stop will stop.
+        // `populated` decides, not the processes pm can see: a service can hide some (more
+        // sub-cgroups than pm walks).
+        let left_in_cgroup = match (&self.live, &self.cgroup) {
+            (None, Some(cg)) if cg.populated() => Some(cg.members().len().max(1)),
+            _ => None,
+        };
+        match (record.phase, self.live.is_some(), left_in_cgroup) {
+            (Phase::Starting, _, _) if starter_alive => State::Starting,
+            (_, true, _) => State::Running,
+            (phase, false, Some(n)) => {
+                let left = format!(
+                    "{n} process{} left in its cgroup",
+                    if n == 1 { "" } else { "es" }
+                );
+                self.note = Some(match &last_verdict {
+                    Some((pid, v)) if phase != Phase::Stopped => {
+                        format!("{}; {left}", dead_note(*pid, v))
+                    }
+                    _ => left,
+                });
+                State::Dead
+            }
+            (Phase::Backoff, false, None) => {
+                let exit = record.last_exit.as_ref().map(|e| e.describe());
+                let exit = exit.unwrap_or_else(|| "ended".into());
+                if monitor::is_supervised(record) {
+                    let wait = record
+                        .restart_at
+                        .as_deref()
+                        .and_then(crate::record::parse_rfc3339)
+                        .map(|t| {
+                            t.duration_since(std::time::SystemTime::now())
+                                .unwrap_or_default()
+                        })
+                        .unwrap_or_default();
+                    self.note = Some(format!(
+                        "{exit}, restarting in {}",
+                        crate::duration::elapsed(wait)
+                    ));
+                    State::Backoff
+                } else {
+                    self.note = Some(format!("{exit}; its monitor is gone, nothing restarts it"));
+                    State::Dead
+                }
+            }
+            (Phase::Running | Phase::Starting, false, None) => {
+                if let Some((pid, v)) = &last_verdict {
+                    self.note = Some(dead_note(*pid, v));
+                }
+                // The supervised run ended and was not restarted: say how it ended.
+                if let Some(e) = this_runs_exit(record) {
+                    let why = match record.restart.as_ref().map(|r| r.policy) {
+                        Some(monitor::Policy::OnFailure) if e.is_clean() => {
+                            "; not restarted (--restart on-failure)"
+                        }
+                        _ => "",
+                    };
+                    self.note = Some(format!("{}{why}", e.describe()));
+                }
+                State::Dead
+            }
+            (Phase::Failed, false, None)
+                if record.restart.is_some() && record.last_exit.is_some() =>
+            {
+                self.note = record.failure.as_ref().map(|f| f.reason.clone());
+                State::Failed
+            }
+            (Phase::Failed, false, None) => {
+                self.note = record.failure.as_ref().map(|f| f.reason.clone());
+                State::Dead
+            }
+            (Phase::Stopped, false, None) => State::Stopped,
+        }
+    }
 }
 
 /// The record's `last_exit`, if it is the end of the recorded run (not of an earlier one).
