@@ -399,73 +399,14 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome>
     let boot = process::boot_id()?;
     let started = Instant::now();
     let deadline = process::deadline(plan.timeout);
-    let leader_stat = match &leader {
-        Some(l) => Stat::read(l.pid)?.filter(|s| !s.is_zombie() && s.start_time == l.start_time),
-        None => None,
-    };
-    // A live leader of its own group and session: its descendants are the snapshot, read
-    // from the kernel's children lists without a scan of all of /proc (the common case,
-    // and the one whose latency matters). Otherwise, scan.
-    let fast = leader_stat
-        .as_ref()
-        .filter(|s| s.pgrp == s.pid && s.session == s.pid)
-        .and_then(|s| process::descendants(s.pid));
-    let stats = if fast.is_some() {
-        Vec::new()
-    } else {
-        process::scan()
-    };
-    // With the leader gone, only this start's marked processes are adopted (not just the
-    // NAME, which another state directory may use too).
-    let scope = Gate {
-        born_after: plan.born_after,
-        marker: leader_stat.is_none().then(|| plan.marker.clone()),
-    };
-    // With the leader alive: its own group/session, or the recorded ones it still is in
-    // (a daemon tracked through its PID file may sit in its launcher's). With the leader
-    // gone: the recorded ones, unless their id now belongs to another process.
-    let (pgid, sid) = match &leader_stat {
-        Some(s) => (
-            (s.pgrp > 1 && (s.pgrp == s.pid || plan.pgid == Some(s.pgrp))).then_some(s.pgrp),
-            (s.session > 1 && (s.session == s.pid || plan.sid == Some(s.session)))
-                .then_some(s.session),
-        ),
-        None => (usable_id(plan.pgid, &stats), usable_id(plan.sid, &stats)),
-    };
-    // killpg only a group proven ours by its live leader, and never our own group (a
-    // service's script may run pm-stopall): members are then signalled one by one.
-    let own_pgrp = Stat::read(std::process::id() as i32)?.map(|s| s.pgrp);
-    let kill_group = pgid.filter(|g| leader_stat.is_some() && own_pgrp != Some(*g));
-    let leader_pid = leader.as_ref().map_or(0, |l| l.pid);
-    let fast_path = fast.is_some();
-    let mut snapshot: Vec<Stat> = match fast {
-        Some(d) => d,
-        None => process::members(&stats, leader_pid, pgid, sid, plan.born_after),
-    }
-    .into_iter()
-    .filter(|s| scope.admits(s))
-    .collect();
-    // With the leader gone, a worker that left the group and the session (and whose
-    // parent died too) is found only by this start's marker, which is unique to it; a
-    // NAME-only marker (records from before run ids) is not enough to adopt that way.
-    // Not while another process holds the leader's PID: nothing is sent to that process
-    // nor to its children, whatever their environment says.
-    let leader_pid_free = plan
-        .pgid
-        .is_none_or(|g| usable_id(Some(g), &stats).is_some());
-    if leader_stat.is_none()
-        && leader_pid_free
-        && plan.marker.starts_with(crate::record::RUN_ID_VAR)
-    {
-        let known: HashSet<i32> = snapshot.iter().map(|s| s.pid).collect();
-        let marked: Vec<Stat> = stats
-            .iter()
-            .filter(|s| !known.contains(&s.pid) && scope.admits(s))
-            .cloned()
-            .collect();
-        snapshot.extend(marked);
-    }
-
+    let Survey {
+        snapshot,
+        fast_path,
+        scope,
+        pgid,
+        sid,
+        kill_group,
+    } = survey(&plan, leader.as_ref())?;
     let mut group = Targets::new();
     if let Some(l) = leader {
         group.seen.insert(l.pid);
@@ -506,7 +447,128 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome>
         }
     }
 
-    // Phase 2: the sweep. Whatever of the snapshot, the session, or their children is left.
+    sweep(
+        rest,
+        (pgid, sid, fast_path),
+        &scope,
+        &boot,
+        &plan,
+        (started, deadline),
+        escalated,
+        journal,
+    )
+}
+
+/// What a stop without a cgroup acts on, found before anything is sent.
+struct Survey {
+    /// The processes of the start (the leader's descendants, or its group and session
+    /// and this start's marked processes), each admitted by `scope`.
+    snapshot: Vec<Stat>,
+    /// The snapshot came from the live leader's children lists, not a scan.
+    fast_path: bool,
+    scope: Gate,
+    pgid: Option<i32>,
+    sid: Option<i32>,
+    /// The group that may be signalled with killpg: proven the service's by its live
+    /// leader, and not pm's own.
+    kill_group: Option<i32>,
+}
+
+/// Finds what [`stop`] acts on for `plan`, whose leader (if any) is `leader`.
+fn survey(plan: &Plan, leader: Option<&Handle>) -> Result<Survey> {
+    let leader_stat = match leader {
+        Some(l) => Stat::read(l.pid)?.filter(|s| !s.is_zombie() && s.start_time == l.start_time),
+        None => None,
+    };
+    // A live leader of its own group and session: its descendants are the snapshot, read
+    // from the kernel's children lists without a scan of all of /proc (the common case,
+    // and the one whose latency matters). Otherwise, scan.
+    let fast = leader_stat
+        .as_ref()
+        .filter(|s| s.pgrp == s.pid && s.session == s.pid)
+        .and_then(|s| process::descendants(s.pid));
+    let stats = if fast.is_some() {
+        Vec::new()
+    } else {
+        process::scan()
+    };
+    // With the leader gone, only this start's marked processes are adopted (not just the
+    // NAME, which another state directory may use too).
+    let scope = Gate {
+        born_after: plan.born_after,
+        marker: leader_stat.is_none().then(|| plan.marker.clone()),
+    };
+    // With the leader alive: its own group/session, or the recorded ones it still is in
+    // (a daemon tracked through its PID file may sit in its launcher's). With the leader
+    // gone: the recorded ones, unless their id now belongs to another process.
+    let (pgid, sid) = match &leader_stat {
+        Some(s) => (
+            (s.pgrp > 1 && (s.pgrp == s.pid || plan.pgid == Some(s.pgrp))).then_some(s.pgrp),
+            (s.session > 1 && (s.session == s.pid || plan.sid == Some(s.session)))
+                .then_some(s.session),
+        ),
+        None => (usable_id(plan.pgid, &stats), usable_id(plan.sid, &stats)),
+    };
+    // killpg only a group proven ours by its live leader, and never our own group (a
+    // service's script may run pm-stopall): members are then signalled one by one.
+    let own_pgrp = Stat::read(std::process::id() as i32)?.map(|s| s.pgrp);
+    let kill_group = pgid.filter(|g| leader_stat.is_some() && own_pgrp != Some(*g));
+    let leader_pid = leader.map_or(0, |l| l.pid);
+    let fast_path = fast.is_some();
+    let mut snapshot: Vec<Stat> = match fast {
+        Some(d) => d,
+        None => process::members(&stats, leader_pid, pgid, sid, plan.born_after),
+    }
+    .into_iter()
+    .filter(|s| scope.admits(s))
+    .collect();
+    // With the leader gone, a worker that left the group and the session (and whose
+    // parent died too) is found only by this start's marker, which is unique to it; a
+    // NAME-only marker (records from before run ids) is not enough to adopt that way.
+    // Not while another process holds the leader's PID: nothing is sent to that process
+    // nor to its children, whatever their environment says.
+    let leader_pid_free = plan
+        .pgid
+        .is_none_or(|g| usable_id(Some(g), &stats).is_some());
+    if leader_stat.is_none()
+        && leader_pid_free
+        && plan.marker.starts_with(crate::record::RUN_ID_VAR)
+    {
+        let known: HashSet<i32> = snapshot.iter().map(|s| s.pid).collect();
+        let marked: Vec<Stat> = stats
+            .iter()
+            .filter(|s| !known.contains(&s.pid) && scope.admits(s))
+            .cloned()
+            .collect();
+        snapshot.extend(marked);
+    }
+
+    Ok(Survey {
+        snapshot,
+        fast_path,
+        scope,
+        pgid,
+        sid,
+        kill_group,
+    })
+}
+
+/// Phase 2 of [`stop`]: whatever of the snapshot, the session, or their children is
+/// left once the group is gone, stopped the same way. `ids`: the group, the session, and
+/// whether the snapshot came from the fast path.
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    mut rest: Targets,
+    ids: (Option<i32>, Option<i32>, bool),
+    scope: &Gate,
+    boot: &str,
+    plan: &Plan,
+    clock: (Instant, Instant),
+    mut escalated: bool,
+    journal: &mut dyn FnMut(&[Proc]),
+) -> Result<Outcome> {
+    let (pgid, sid, fast_path) = ids;
+    let started = clock.0;
     // Nothing outside the group was seen, the group is empty (not even a zombie) and the
     // session is the group's: nothing can be left, so /proc is not read again.
     let group_empty = pgid.is_some_and(|g| killpg(Pid::from_raw(g), None) == Err(Errno::ESRCH));
@@ -536,7 +598,7 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome>
             .cloned(),
     );
     let before = rest.handles.len();
-    rest.add(&extra, &boot)?;
+    rest.add(&extra, boot)?;
     if rest.handles.len() > before {
         journal(&rest.procs());
     }
@@ -551,10 +613,10 @@ pub fn stop(mut plan: Plan, journal: &mut dyn FnMut(&[Proc])) -> Result<Outcome>
             &mut rest,
             &live,
             ids,
-            &scope,
-            &boot,
-            &plan,
-            (started, deadline),
+            scope,
+            boot,
+            plan,
+            clock,
             &mut escalated,
         )? {
             return Ok(o);
