@@ -147,6 +147,23 @@ pub fn probe_pre_exec(
     }
 }
 
+/// Has `cmd`'s child start with no signal blocked: it is spawned while its parent blocks
+/// the signals it reads from a signalfd, and the mask is inherited across exec.
+pub fn exec_unblocked(cmd: &mut std::process::Command) {
+    // SAFETY: sigemptyset and pthread_sigmask are async-signal-safe; nothing allocates.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// `fork(2)`, refused unless this process has a single thread: only then may the child
 /// run arbitrary code (no lock of another thread is held forever in it).
 pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {

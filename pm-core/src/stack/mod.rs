@@ -432,9 +432,13 @@ fn read_env_file(path: &Path) -> std::result::Result<Vec<(String, String)>, Stri
 
 /// A relative path template (pidfile, log) taken from the file's directory, as its other
 /// paths are; absolute ones and those under `{state_dir}` as written.
-fn anchored(dir: &Path, template: &str) -> String {
+fn anchored(dir: &Path, template: &str) -> std::result::Result<String, String> {
+    crate::name::check_template(template).map_err(|e| e.to_string())?;
+    if template.contains('\0') {
+        return Err(format!("{template:?}: a path cannot hold a NUL byte"));
+    }
     if template.starts_with('/') || template.starts_with("{state_dir}") {
-        return template.to_string();
+        return Ok(template.to_string());
     }
     // The directory is text inside a template: its braces must not read as placeholders.
     let d = dir
@@ -442,7 +446,7 @@ fn anchored(dir: &Path, template: &str) -> String {
         .to_string()
         .replace('{', "{{")
         .replace('}', "}}");
-    format!("{}/{template}", d.trim_end_matches('/'))
+    Ok(format!("{}/{template}", d.trim_end_matches('/')))
 }
 
 /// A service's `needs`: a list (each needed ready) or a table of name = condition.
@@ -599,8 +603,16 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         cwd: Some(cwd.clone()),
         env,
         user: t.user.clone(),
-        pidfile: t.pidfile.as_deref().map(|p| anchored(dir, p)),
-        log: t.log.as_deref().map(|p| anchored(dir, p)),
+        pidfile: t
+            .pidfile
+            .as_deref()
+            .map(|p| anchored(dir, p).map_err(|e| format!("pidfile: {e}")))
+            .transpose()?,
+        log: t
+            .log
+            .as_deref()
+            .map(|p| anchored(dir, p).map_err(|e| format!("log: {e}")))
+            .transpose()?,
         stop_signal,
         stop_timeout: dur("stop_timeout", &t.stop_timeout)?,
         grace: dur("grace", &t.grace)?,

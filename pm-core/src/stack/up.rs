@@ -455,8 +455,8 @@ struct Task {
     began: Instant,
 }
 
-/// Spawns `svc`'s task (the caller blocks the interrupts first; the child does not
-/// inherit that, std's spawn clears the signal mask).
+/// Spawns `svc`'s task (the caller blocks the interrupts first; the task starts with
+/// none blocked).
 fn spawn_task(sd: &StateDir, svc: &Service) -> Result<Task> {
     use std::os::unix::process::CommandExt;
     let name: &Name = &svc.name;
@@ -483,6 +483,7 @@ fn spawn_task(sd: &StateDir, svc: &Service) -> Result<Task> {
         .stdout(out)
         .stderr(err)
         .process_group(0);
+    sys::exec_unblocked(&mut cmd);
     if let Some(d) = &req.cwd {
         // Checked here so a missing directory is not reported as a missing command.
         if !d.is_dir() {

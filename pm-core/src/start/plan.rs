@@ -220,10 +220,14 @@ impl Spec {
             }
         };
         Ok(Spec {
-            stack: cli
-                .stack
-                .clone()
-                .or_else(|| rec.and_then(|r| r.stack.clone())),
+            // From the record (pm-restart, a start by hand): still the stack's member, but
+            // no longer started by that pm-up run, which must not stop it on an interrupt.
+            stack: cli.stack.clone().or_else(|| {
+                rec.and_then(|r| r.stack.clone()).map(|mut m| {
+                    m.by = None;
+                    m
+                })
+            }),
             log_rotation,
             restart,
             print_pid: cli.print_pid,

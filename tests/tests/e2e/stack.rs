@@ -165,6 +165,7 @@ fn a_bad_file_is_a_usage_error_and_starts_nothing() {
         ("[services.a]\ncommand = \"sleep 1000\"\nneeds = [\"nope\"]\n", "pm.toml:3: ", "\"nope\", which is not in this file"),
         ("[services.a]\ncommand = \"sleep 1000\"\nneeds = [\"b\"]\n[services.b]\ncommand = \"sleep 1000\"\nneeds = [\"a\"]\n", "pm.toml:", "dependency cycle: a -> b -> a"),
         ("[services.a]\ncommand = \"true\"\noneshot = true\npidfile = \"a.pid\"\n", "pm.toml:", "pidfile does not apply to a oneshot task"),
+        ("[services.a]\ncommand = \"sleep 1000\"\npidfile = \"{nmae}.pid\"\n", "pm.toml:", "pidfile: "),
         ("[services.a]\ncommand = \"sleep 1000\"\nenv_file = \"nul.env\"\n", "nul.env:2: ", "X: a value cannot hold a NUL byte"),
     ];
     for (toml, at, what) in cases {

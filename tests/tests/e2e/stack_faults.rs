@@ -198,3 +198,40 @@ fn a_task_with_a_missing_cwd_names_the_directory() {
         describe(&out)
     );
 }
+
+/// A task starts with no signal blocked, whatever pm-up (which reads them from a
+/// signalfd) or its caller blocks; a restart by hand is no longer that pm-up's start.
+#[test]
+fn a_task_starts_with_no_signal_blocked_and_a_restart_is_not_the_runs() {
+    if !python_ok() {
+        return skip("python3 is needed to exec with signals blocked");
+    }
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.t]\ncommand = \"grep SigBlk /proc/self/status > blk\"\noneshot = true\n\n[services.a]\ncommand = [\"sleep\", \"1000\"]\n",
+    );
+    let mut cmd = sb.std_cmd("python3");
+    cmd.args([
+        "-c",
+        "import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}); os.execv(sys.argv[1], sys.argv[1:])",
+    ])
+    .arg(bin_dir().join("pm-up"));
+    let done = sb.spawn_cmd("up", cmd).finish(Duration::from_secs(60));
+    assert_eq!(done.code(), Some(0), "{}", done.describe());
+    let blk = fs::read_to_string(sb.path("blk")).unwrap();
+    assert_eq!(
+        blk.split_whitespace().nth(1),
+        Some("0000000000000000"),
+        "{blk}"
+    );
+    assert!(sb.rec("a")["stack"]["by"].is_string(), "{}", sb.rec("a"));
+    assert_success(
+        &sb.cmd("pm-restart").arg("a").output().unwrap(),
+        "pm-restart a",
+    );
+    assert!(sb.rec("a")["stack"]["by"].is_null(), "{}", sb.rec("a"));
+    assert_eq!(sb.rec("a")["stack"]["file"], s(&sb.path("pm.toml")));
+    assert_success(&sb.cmd("pm-down").output().unwrap(), "pm-down");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
