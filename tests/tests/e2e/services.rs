@@ -117,6 +117,14 @@ impl Drop for Guard {
     }
 }
 
+/// Held while a MariaDB data directory is made: two mariadb-install-db runs at once (this
+/// file's tests run in parallel) have failed here now and then.
+static MARIADB_INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn mariadb_install_lock() -> std::sync::MutexGuard<'static, ()> {
+    MARIADB_INSTALL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The unprivileged user daemons run as when the suite runs as root.
 const USER: &str = "pmtest";
 
@@ -617,6 +625,7 @@ impl Maria {
             }
             None => Command::new(&bin.install_db),
         };
+        let _one_at_a_time = mariadb_install_lock();
         let out = install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", s(&data)))
@@ -1451,7 +1460,9 @@ fn the_example_stack_comes_up_ready_goes_down_and_keeps_its_data() {
     let Some(st) = Grazr::setup(&g) else { return };
 
     // Up from nothing: the tasks make the data directories, everything ends up ready.
+    let installing = mariadb_install_lock();
     let out = st.up(&g);
+    drop(installing);
     assert_success(&out, "pm-up");
     for n in ["pg-init", "mariadb-init"] {
         assert!(
