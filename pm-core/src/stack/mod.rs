@@ -199,9 +199,17 @@ fn at(file: &Path, src: &str, at: Option<usize>, msg: impl Into<String>) -> Erro
 /// the same stack), or only made absolute when the file is gone (pm-down after a rename).
 pub fn locate(file: Option<&Path>) -> Result<PathBuf> {
     let p = file.unwrap_or(Path::new(DEFAULT_FILE));
-    match std::fs::canonicalize(p) {
-        Ok(c) => Ok(c),
-        Err(_) => std::path::absolute(p).map_err(|e| Error::io(p, e)),
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return Ok(c);
+    }
+    // Gone: its directory still names it as the records do (a symlinked one too).
+    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(leaf)) => match std::fs::canonicalize(dir) {
+            Ok(d) => Ok(d.join(leaf)),
+            Err(_) => Ok(abs),
+        },
+        _ => Ok(abs),
     }
 }
 
@@ -279,44 +287,44 @@ impl Stack {
 
     /// A dependency cycle, as the names along it (the first repeated at the end).
     fn cycle(&self) -> Option<Vec<String>> {
-        // 0: unvisited, 1: on the current path, 2: done.
+        // Depth first without recursion: a chain of 100k needs must not overflow the
+        // stack. `path` holds each name on the current path with the index of the next
+        // need to follow; 1: on the path, 2: done.
         let mut mark: BTreeMap<&str, u8> = BTreeMap::new();
-        let mut path: Vec<&str> = Vec::new();
-        fn visit<'a>(
-            s: &'a Stack,
-            n: &'a str,
-            mark: &mut BTreeMap<&'a str, u8>,
-            path: &mut Vec<&'a str>,
-        ) -> Option<Vec<String>> {
-            match mark.get(n) {
-                Some(2) => return None,
-                Some(1) => {
-                    let from = path.iter().position(|p| *p == n).unwrap_or(0);
-                    let mut c: Vec<String> = path[from..].iter().map(|p| p.to_string()).collect();
-                    c.push(n.to_string());
-                    return Some(c);
-                }
-                _ => {}
-            }
-            mark.insert(n, 1);
-            path.push(n);
-            for need in s
-                .services
+        let needs = |n: &str| {
+            self.services
                 .get(n)
                 .map(|x| x.needs.as_slice())
                 .unwrap_or_default()
-            {
-                if let Some(c) = visit(s, &need.name, mark, path) {
-                    return Some(c);
-                }
+        };
+        for root in self.services.keys() {
+            if mark.contains_key(root.as_str()) {
+                continue;
             }
-            path.pop();
-            mark.insert(n, 2);
-            None
-        }
-        for n in self.services.keys() {
-            if let Some(c) = visit(self, n, &mut mark, &mut path) {
-                return Some(c);
+            let mut path: Vec<(&str, usize)> = vec![(root.as_str(), 0)];
+            mark.insert(root, 1);
+            while let Some((n, i)) = path.last_mut() {
+                let Some(need) = needs(n).get(*i) else {
+                    mark.insert(n, 2);
+                    path.pop();
+                    continue;
+                };
+                *i += 1;
+                let next = need.name.as_str();
+                match mark.get(next) {
+                    Some(2) => {}
+                    Some(_) => {
+                        let from = path.iter().position(|(p, _)| *p == next).unwrap_or(0);
+                        let mut c: Vec<String> =
+                            path[from..].iter().map(|(p, _)| p.to_string()).collect();
+                        c.push(next.to_string());
+                        return Some(c);
+                    }
+                    None => {
+                        mark.insert(next, 1);
+                        path.push((next, 0));
+                    }
+                }
             }
         }
         None
@@ -554,6 +562,26 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         CommandToml::Argv(v) if !v.is_empty() && !v[0].is_empty() => v.clone(),
         _ => return Err("command is empty".into()),
     };
+    if command.iter().any(|a| a.contains('\0')) {
+        return Err("command: an argument cannot hold a NUL byte".into());
+    }
+    let nul_path = |what: &str, p: &Option<PathBuf>| match p {
+        Some(p) if p.as_os_str().as_encoded_bytes().contains(&0) => {
+            Err(format!("{what}: a path cannot hold a NUL byte"))
+        }
+        _ => Ok(()),
+    };
+    nul_path("cwd", &t.cwd)?;
+    nul_path("env_file", &t.env_file)?;
+    if t.user
+        .as_deref()
+        .is_some_and(|u| u.is_empty() || u.contains('\0'))
+    {
+        return Err(format!(
+            "user: invalid user {:?}",
+            t.user.as_deref().unwrap_or("")
+        ));
+    }
     let cwd = dir.join(t.cwd.as_deref().unwrap_or(Path::new(".")));
     let mut env: Vec<(String, String)> = Vec::new();
     if let Some(f) = &t.env_file {
@@ -746,6 +774,38 @@ log = "{state_dir}/{name}.log"
         err("[services.a]\ncommand = []\n");
         err("[service.a]\ncommand = \"x\"\n");
         err("[services.a]\ncommand = \"x\"\nneeds = [\"a\"]\n");
+        // A NUL byte can only fail at exec: the file is refused where it is read.
+        for (key, line) in [
+            ("command", "command = [\"x\", \"a\\u0000b\"]"),
+            ("command", "command = \"x\\u0000\""),
+            ("cwd", "command = \"x\"\ncwd = \"/tmp\\u0000x\""),
+            ("user", "command = \"x\"\nuser = \"root\\u0000\""),
+        ] {
+            let e = err(&format!("[services.a]\n{line}\n"));
+            assert!(e.contains(":1: ") && e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_long_chain_of_needs_is_checked_without_recursion() {
+        // 50k services in one chain, closed into a cycle at the end: a recursive check
+        // overflows the stack (test threads have 2 MiB).
+        let n = 50_000;
+        let mut src = String::new();
+        for i in 0..n {
+            let next = (i + 1) % n;
+            src.push_str(&format!(
+                "[services.s{i}]\ncommand = \"x\"\nneeds = [\"s{next}\"]\n"
+            ));
+        }
+        let e = err(&src);
+        assert!(
+            e.contains("dependency cycle: s0 -> s1 -> s2"),
+            "{}",
+            &e[..200]
+        );
+        let open = src.replace("needs = [\"s0\"]", "");
+        assert!(parse(&open).is_ok());
     }
 
     #[test]
