@@ -94,6 +94,9 @@ pub struct SpawnSpec<'a> {
     /// Where stdout and stderr go instead of `log`: the logger's pipe.
     pub output: Option<&'a File>,
     pub user: Option<&'a Credentials>,
+    /// Killed (SIGKILL) when the spawning process dies: a oneshot task under pm-up, which
+    /// no record names.
+    pub die_with_parent: bool,
 }
 
 /// A freshly spawned service: our child, a session leader.
@@ -315,6 +318,11 @@ pub fn spawn(
         true,
     )
     .map_err(exec_error)?;
+    let plan = if spec.die_with_parent {
+        plan.die_with_parent()
+    } else {
+        plan
+    };
     drop((log, null));
     let (child, handle) = launch(&plan, cgroup, &program, before_exec).map_err(|e| match e {
         Launch::Exec(e) => exec_error(e),
@@ -502,6 +510,7 @@ mod tests {
                 log: &dir.join("svc.log"),
                 output: None,
                 user: None,
+                die_with_parent: false,
             },
             None,
             &mut |_| Ok(()),
@@ -600,6 +609,7 @@ mod tests {
             log: &dir.path().join("svc.log"),
             output: None,
             user: None,
+            die_with_parent: false,
         };
         let e = spawn(&spec, None, &mut |h| {
             // The child exists, leads its own session, and has not run the command.
@@ -715,6 +725,7 @@ mod tests {
                         log: &dir.path().join("svc.log"),
                         output: None,
                         user,
+                        die_with_parent: false,
                     },
                     None,
                     &mut |_| Ok(()),

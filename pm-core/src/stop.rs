@@ -1290,6 +1290,7 @@ mod tests {
                 log: &dir.path().join("log"),
                 output: None,
                 user: None,
+                die_with_parent: false,
             },
             None,
             &mut |_| Ok(()),

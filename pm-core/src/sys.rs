@@ -147,23 +147,6 @@ pub fn probe_pre_exec(
     }
 }
 
-/// Has `cmd`'s child start with no signal blocked: it is spawned while its parent blocks
-/// the signals it reads from a signalfd, and the mask is inherited across exec.
-pub fn exec_unblocked(cmd: &mut std::process::Command) {
-    // SAFETY: sigemptyset and pthread_sigmask are async-signal-safe; nothing allocates.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, || {
-            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(set.as_mut_ptr());
-            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
-            if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// `fork(2)`, refused unless this process has a single thread: only then may the child
 /// run arbitrary code (no lock of another thread is held forever in it).
 pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
@@ -237,6 +220,9 @@ pub struct ExecPlan {
     /// Signal dispositions back to default (a service); else inherited. The mask is
     /// always emptied.
     reset_signals: bool,
+    /// The PID of the process whose death SIGKILLs the child (`PR_SET_PDEATHSIG`), for a
+    /// child nothing else would stop when that parent is killed.
+    parent_death: Option<libc::pid_t>,
 }
 
 impl ExecPlan {
@@ -298,7 +284,14 @@ impl ExecPlan {
             stdio: [high(stdio[0])?, high(stdio[1])?, high(stdio[2])?],
             creds,
             reset_signals,
+            parent_death: None,
         })
+    }
+
+    /// Has the child die with this process, the one that spawns it (see `parent_death`).
+    pub fn die_with_parent(mut self) -> ExecPlan {
+        self.parent_death = Some(std::process::id() as libc::pid_t);
+        self
     }
 }
 
@@ -540,6 +533,17 @@ unsafe fn child_main(
                 || libc::syscall(libc::SYS_setresuid, u, u, u) < 0
             {
                 fail(errno());
+            }
+        }
+        // After the id change, which clears the parent-death signal. The parent may have
+        // died just before: then it is too late to be told, and the child goes now.
+        if let Some(parent) = plan.parent_death {
+            let kill = libc::SIGKILL as libc::c_ulong;
+            if libc::prctl(libc::PR_SET_PDEATHSIG, kill, 0, 0, 0) < 0 {
+                fail(errno());
+            }
+            if libc::getppid() != parent {
+                fail(libc::ECANCELED);
             }
         }
         if cloexec_from(3).is_err() {

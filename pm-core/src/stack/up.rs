@@ -320,12 +320,22 @@ fn fork_start(
     run: &str,
     restart: bool,
 ) -> Result<Pid> {
+    let parent = nix::unistd::getpid();
     match sys::fork_single_threaded().map_err(|e| Error::Os(format!("fork: {e}")))? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             crate::report::speak_as(TOOL);
             // As pm-start would run: with the caller's signal mask.
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
+            if svc.oneshot {
+                // A task has no record: if pm-up is killed, its runner hears SIGTERM and
+                // stops the task as on an interrupt (the task dies with the runner).
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+                if nix::unistd::getppid() != parent {
+                    let _ = signal::die_by(Signal::SIGTERM);
+                    std::process::exit(128 + Signal::SIGTERM as i32);
+                }
+            }
             let ended = start_one(stack, sd, svc, run, restart);
             let code = match ended {
                 Ended::Code(c) => c.as_i32(),
@@ -364,7 +374,7 @@ fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bo
         }
     }
     if svc.oneshot {
-        return match run_task(sd, svc) {
+        return match locked_task(sd, svc) {
             Ok(e) => e,
             Err(e) => {
                 say(TOOL, name, &e);
@@ -382,6 +392,30 @@ fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bo
             e.exit_code().into()
         }
     }
+}
+
+/// Runs a oneshot task under its name's lock: a second pm-up of the same file waits for
+/// the first one's run to end instead of running the task beside it.
+fn locked_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
+    let name = &svc.name;
+    let lock = match crate::lock::NameLock::try_acquire(&sd.lock_path(name))? {
+        Some(l) => l,
+        None => {
+            say(
+                TOOL,
+                name.as_str(),
+                "waiting for another run of this task to end",
+            );
+            sd.lock(name)?
+        }
+    };
+    let ended = run_task(sd, svc);
+    // A task has no record: its lock file goes with its run (unless a service of that
+    // name, started by hand, has one).
+    if !sd.record_path(name).exists() {
+        let _ = lock.remove();
+    }
+    ended
 }
 
 /// Runs a oneshot task to its end, its output appended to its log, in a process group of
@@ -445,9 +479,9 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
 
 /// A running oneshot task.
 struct Task {
-    child: std::process::Child,
+    child: crate::spawn::Child,
     handle: crate::process::Handle,
-    /// Its process group (its PID).
+    /// Its process group (its PID: it leads a session of its own).
     group: Pid,
     log: std::path::PathBuf,
     /// The log's size when the task began: its own lines come after.
@@ -455,10 +489,10 @@ struct Task {
     began: Instant,
 }
 
-/// Spawns `svc`'s task (the caller blocks the interrupts first; the task starts with
-/// none blocked).
+/// Spawns `svc`'s task as a service is spawned (its session, its user's ids, groups and
+/// HOME, no signal blocked), except that it dies with this process: no record names it,
+/// so nothing else could stop it if pm-up were killed.
 fn spawn_task(sd: &StateDir, svc: &Service) -> Result<Task> {
-    use std::os::unix::process::CommandExt;
     let name: &Name = &svc.name;
     let req = &svc.request;
     let log = match &req.log {
@@ -470,63 +504,35 @@ fn spawn_task(sd: &StateDir, svc: &Service) -> Result<Task> {
         .as_deref()
         .map(crate::spawn::Credentials::resolve)
         .transpose()?;
-    let out = crate::spawn::open_log(&log, creds.as_ref())?;
-    let from = out.metadata().map(|m| m.len()).unwrap_or(0);
-    let err = out.try_clone().map_err(|e| Error::io(&log, e))?;
-    let mut cmd = std::process::Command::new(&req.command[0]);
-    cmd.args(&req.command[1..])
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove(crate::record::RUN_ID_VAR)
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .env("PM_NAME", name.as_str())
-        .stdin(std::process::Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
-    sys::exec_unblocked(&mut cmd);
-    if let Some(d) = &req.cwd {
-        // Checked here so a missing directory is not reported as a missing command.
-        if !d.is_dir() {
-            return Err(Error::io(
-                d,
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "working directory does not exist",
-                ),
-            ));
-        }
-        cmd.current_dir(d);
-    }
-    if let Some(c) = &creds {
-        cmd.uid(c.uid.as_raw()).gid(c.gid.as_raw());
-    }
+    let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let mut env = req.env.clone();
+    env.push(("PM_NAME".into(), name.to_string()));
+    let base = crate::start::plan::caller_environment();
+    let cwd = req.cwd.clone().unwrap_or_else(|| sd.path().to_path_buf());
     let began = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| Error::Exec {
-        program: req.command[0].clone(),
-        kind: match e.kind() {
-            std::io::ErrorKind::NotFound => crate::error::ExecFailure::NotFound,
-            std::io::ErrorKind::PermissionDenied => crate::error::ExecFailure::PermissionDenied,
-            _ => crate::error::ExecFailure::Other,
+    let spawned = crate::spawn::spawn(
+        &crate::spawn::SpawnSpec {
+            argv: &req.command,
+            cwd: &cwd,
+            env: &env,
+            base_env: Some(&base),
+            program: None,
+            log: &log,
+            output: None,
+            user: creds.as_ref(),
+            die_with_parent: true,
         },
-        err: e,
-    })?;
-    let pid = child.id() as i32;
-    let group = Pid::from_raw(pid);
-    match crate::process::Handle::of_child(pid) {
-        Ok(handle) => Ok(Task {
-            child,
-            handle,
-            group,
-            log,
-            from,
-            began,
-        }),
-        Err(e) => {
-            let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
-            let _ = child.wait();
-            Err(e)
-        }
-    }
+        None,
+        &mut |_| Ok(()),
+    )?;
+    Ok(Task {
+        group: Pid::from_raw(spawned.pid()),
+        child: spawned.child,
+        handle: spawned.handle,
+        log,
+        from,
+        began,
+    })
 }
 
 /// Waits for the task to exit (not reaping it). `Some(why)` if it had to be stopped:

@@ -204,6 +204,7 @@ fn spawn_service(
             log: &spec.log,
             output: logger_out.as_ref(),
             user: creds,
+            die_with_parent: false,
         },
         cg,
         &mut |h| record_spawn(sd, spec, rec, h),

@@ -106,7 +106,7 @@ pub(crate) struct Spec {
 
 /// The caller's environment as a service's base environment: without the variables pm
 /// sets for each start, and without what is not UTF-8 (a record is JSON).
-fn caller_environment() -> Vec<(String, String)> {
+pub(crate) fn caller_environment() -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .filter(|(k, _)| !matches!(k.as_str(), "PM_NAME" | "NOTIFY_SOCKET") && k != RUN_ID_VAR)

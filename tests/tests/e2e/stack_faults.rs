@@ -238,3 +238,100 @@ fn a_task_starts_with_no_signal_blocked_and_a_restart_is_not_the_runs() {
     assert_success(&sb.cmd("pm-down").output().unwrap(), "pm-down");
     wait_until("the sandbox is empty", || sb.processes().is_empty());
 }
+
+/// A oneshot task has no record, so nothing but pm-up could stop it: a SIGKILLed pm-up
+/// must not leave it (or what it started) running.
+#[test]
+fn a_killed_up_leaves_no_task_behind() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.t]\ncommand = \"sleep 1000 & echo $! > child; echo $$ > task; wait\"\noneshot = true\n",
+    );
+    let mut run = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("the task began", || {
+        fs::read_to_string(sb.path("child")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let read = |f: &str| -> i32 {
+        fs::read_to_string(sb.path(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (task, child) = (read("task"), read("child"));
+    assert!(is_alive(task) && is_alive(child));
+    sigkill(run.pid());
+    run.kill_and_reap();
+    let killed = Instant::now();
+    wait_until("the task and its child are gone", || {
+        !is_alive(task) && !is_alive(child)
+    });
+    // Stopped by its stop signal at once, not after its stop timeout (10 s).
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed.elapsed()
+    );
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// Two pm-up runs of one file run a oneshot task one after the other, never both at once
+/// (a migration run twice concurrently can corrupt what it migrates).
+#[test]
+fn two_ups_never_run_a_task_at_the_same_time() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.t]\ncommand = \"mkdir running || exit 7; echo >> runs; sleep 0.5; rmdir running\"\noneshot = true\n",
+    );
+    let first = sb.spawn_tool("up1", "pm-up", &[]);
+    wait_until("the first run began", || sb.path("running").exists());
+    let second = sb.spawn_tool("up2", "pm-up", &[]);
+    let (one, two) = (
+        first.finish(Duration::from_secs(30)),
+        second.finish(Duration::from_secs(30)),
+    );
+    assert_eq!(one.code(), Some(0), "{}", one.describe());
+    assert_eq!(two.code(), Some(0), "{}", two.describe());
+    assert!(
+        two.stderr.contains("waiting for another run of this task"),
+        "{}",
+        two.describe()
+    );
+    assert_eq!(fs::read_to_string(sb.path("runs")).unwrap(), "\n\n");
+    // A task has no record, and leaves no lock file either.
+    assert!(!sb.path("state/t.lock").exists());
+}
+
+/// A task run as another user gets that user's groups, HOME and USER, as a service does.
+#[test]
+fn a_task_runs_with_its_users_groups_and_home() {
+    if !root_or_skip("running as another user needs root") {
+        return;
+    }
+    let sb = Sandbox::new();
+    let out = sb.path("who");
+    write_stack(
+        &sb,
+        &format!(
+            "[services.t]\ncommand = \"echo $(id -u) $(id -G) $USER $HOME > {}\"\nuser = \"pmtest\"\noneshot = true\n",
+            out.display()
+        ),
+    );
+    // The file is written by pmtest.
+    let uid = nix::unistd::User::from_name("pmtest").unwrap().unwrap().uid;
+    std::os::unix::fs::chown(sb.path("."), Some(uid.as_raw()), None).unwrap();
+    assert_success(&sb.cmd("pm-up").output().unwrap(), "pm-up");
+    let expect = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "echo $(id -u pmtest) $(id -G pmtest) pmtest $(getent passwd pmtest | cut -d: -f6)",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(&out).unwrap(),
+        String::from_utf8_lossy(&expect.stdout)
+    );
+}
