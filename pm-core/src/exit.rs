@@ -117,7 +117,7 @@ pub fn meanings(tool: &str) -> Vec<(String, &'static str)> {
             (Code::Ok.as_i32().to_string(), "every service asked for (and what it needs) is ready, or a oneshot task succeeded; those already running unchanged were left alone"),
             (Code::Failure.as_i32().to_string(), "some service failed to start (or a task failed), so what needs it was not started; the reason and the log tail are on stderr; the others were still started"),
             (Code::Unknown.as_i32().to_string(), "some NAME or @TAG is not in the file; nothing was started"),
-            (INTERRUPTED.to_string(), "interrupted by SIGINT, SIGTERM or SIGHUP: the services this pm-up started are stopped, newest first, then pm-up dies of that signal"),
+            (INTERRUPTED.to_string(), "interrupted by SIGINT, SIGTERM or SIGHUP: the services this pm-up started (and still started by it) are stopped, each after what needs it, and the starts under way are stopped in the same order; then pm-up dies of that signal"),
         ],
         "pm-down" => vec![
             (Code::Ok.as_i32().to_string(), "every service is stopped or was not running"),

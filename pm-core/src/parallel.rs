@@ -51,6 +51,37 @@ pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R>
         .collect()
 }
 
+/// `items.into_iter().map(f).collect()`, each item on a thread of its own: for work that
+/// mostly waits (stops, each up to its timeout), where a shared pool would queue one
+/// service's wait behind another's. A thread that cannot be started runs its item here;
+/// an item whose thread panicked has no result (`None`).
+pub fn each<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<Option<R>> {
+    if items.len() < 2 {
+        return items.into_iter().map(|t| Some(f(t))).collect();
+    }
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let take = |slot: &Mutex<Option<T>>| slot.lock().ok().and_then(|mut s| s.take());
+    let (f, take) = (&f, &take);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = slots
+            .iter()
+            .map(|slot| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, move || take(slot).map(f))
+                    .ok()
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(&slots)
+            .map(|(h, slot)| match h {
+                Some(h) => h.join().ok().flatten(),
+                None => take(slot).map(f),
+            })
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -64,5 +95,21 @@ mod tests {
             i * 2
         });
         assert_eq!(out, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn each_runs_every_item_at_once_in_order() {
+        // Ten waits of 100 ms end in about 100 ms only if they overlap.
+        let t = std::time::Instant::now();
+        let out = super::each((0..10).collect(), |i: u32| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            i + 1
+        });
+        assert_eq!(out, (1..11).map(Some).collect::<Vec<_>>());
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

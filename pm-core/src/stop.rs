@@ -1076,14 +1076,35 @@ impl Report {
 /// file, kernel), runs the stop algorithm, removes the PID file if it still names the
 /// stopped process, and records the outcome. `by` names the tool, for `last_stop`.
 pub fn stop_name(sd: &StateDir, name: &Name, opts: &Options, by: &str) -> Result<Report> {
+    let report = stop_name_if(sd, name, opts, by, &|_| true)?;
+    Ok(report.unwrap_or(Report::NotRunning { note: None }))
+}
+
+/// [`stop_name`], only if the record still satisfies `still`, looked at before its
+/// monitor is stopped and again under the lock: `None` (nothing done) when it does not.
+/// pm-up stops on an interrupt only what its own run started, and the name may have
+/// been stopped and started again by hand meanwhile.
+pub fn stop_name_if(
+    sd: &StateDir,
+    name: &Name,
+    opts: &Options,
+    by: &str,
+    still: &dyn Fn(Option<&Record>) -> bool,
+) -> Result<Option<Report>> {
+    if !still(sd.read_record(name).ok().flatten().as_ref()) {
+        return Ok(None);
+    }
     let between = stop_monitor(sd, name, opts)?;
     let _lock = sd.lock(name)?;
     let ins = inspect(sd, name, opts.pidfile_template.as_deref());
+    if !still(ins.record.as_ref()) {
+        return Ok(None);
+    }
     let report = stop_inspected(sd, name, ins, opts, by)?;
-    Ok(match (report, between) {
+    Ok(Some(match (report, between) {
         (Report::NotRunning { .. }, Some(why)) => Report::NotRunning { note: Some(why) },
         (r, _) => r,
-    })
+    }))
 }
 
 /// A supervised service's monitor goes first, so nothing restarts what is being stopped.

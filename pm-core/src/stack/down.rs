@@ -146,17 +146,9 @@ fn stop_in_rounds(
         if round.is_empty() {
             round = left.iter().cloned().collect();
         }
-        let codes = std::thread::scope(|s| {
-            let handles: Vec<_> = round
-                .iter()
-                .map(|n| s.spawn(move || stop_one(sd, n, opts)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(Code::Failure))
-                .collect::<Vec<_>>()
-        });
-        code = Code::worst(codes.into_iter().chain([code]));
+        let codes = crate::parallel::each(round.iter().collect(), |n| stop_one(sd, n, opts));
+        let codes = codes.into_iter().map(|c| c.unwrap_or(Code::Failure));
+        code = Code::worst(codes.chain([code]));
         for n in round {
             left.remove(&n);
         }

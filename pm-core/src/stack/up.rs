@@ -113,9 +113,12 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
             .any(|x| x.condition == Condition::Started)
     });
     let watch = if early { sd.watch_records() } else { None };
+    // The children told of the interrupt.
+    let mut told: Vec<Pid> = Vec::new();
     loop {
-        if interrupted.is_none() {
-            launch_ready(stack, &sd, &old, &run, &mut progress);
+        match interrupted {
+            None => launch_ready(stack, &sd, &old, &run, &mut progress),
+            Some(sig) => wind_down(&sd, stack, &run, sig, &progress, &mut came_up, &mut told),
         }
         let children: Vec<(&str, Pid)> = progress
             .iter()
@@ -151,15 +154,13 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
         while let Some(sig) = signal::pending(&sigs) {
             if sig != Signal::SIGCHLD {
                 interrupted.get_or_insert(sig);
-                for (_, pid) in &children {
-                    let _ = nix::sys::signal::kill(*pid, sig);
-                }
             }
         }
         reap(&sd, &run, &children, &mut progress, &mut came_up);
     }
     if let Some(sig) = interrupted {
-        stop_started(&sd, stack, &came_up);
+        // What came up with the last child's exit.
+        wind_down(&sd, stack, &run, sig, &progress, &mut came_up, &mut told);
         return Ok(Ended::Signal(sig));
     }
     let ok = progress.values().all(|p| matches!(p, Progress::Up { .. }));
@@ -325,6 +326,9 @@ fn fork_start(
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             crate::report::speak_as(TOOL);
+            // A terminal's Ctrl-C reaches every child at once; pm-up passes it on in
+            // dependency order instead (see wind_down).
+            signal::ignore_terminal_interrupts();
             // As pm-start would run: with the caller's signal mask.
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
             if svc.oneshot {
@@ -611,32 +615,72 @@ fn wait_exit(
     }
 }
 
-/// After an interrupt: stops what this pm-up started, the last to come up first (so
-/// dependents before what they need).
-fn stop_started(sd: &StateDir, stack: &Stack, came_up: &[&str]) {
-    // Newest first, but never before something left that needs it (a need that is only
-    // `started` can come up after what needs it).
-    let mut left: Vec<&str> = came_up.to_vec();
-    let mut order: Vec<&str> = Vec::new();
-    while !left.is_empty() {
-        let needed = |n: &str| {
-            left.iter()
-                .any(|o| stack.services[*o].needs.iter().any(|x| x.name == n))
-        };
-        let i = left
+/// After an interrupt: stops what this run started, and tells the children still
+/// starting (which then stop what they started), never a service before something that
+/// needs it and is still up or starting. Those nothing live needs go at the same time;
+/// returns when the rest waits for children to end.
+fn wind_down<'a>(
+    sd: &StateDir,
+    stack: &Stack,
+    run: &str,
+    sig: Signal,
+    progress: &BTreeMap<&'a str, Progress>,
+    came_up: &mut Vec<&'a str>,
+    told: &mut Vec<Pid>,
+) {
+    loop {
+        let starting: Vec<(&str, Pid)> = progress
             .iter()
-            .rposition(|n| !needed(n))
-            .unwrap_or(left.len() - 1);
-        order.push(left.remove(i));
+            .filter_map(|(n, p)| match p {
+                Progress::Starting(pid, _) => Some((*n, *pid)),
+                _ => None,
+            })
+            .collect();
+        let live: Vec<&str> = starting
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(came_up.iter().copied())
+            .collect();
+        let needed = |n: &str| {
+            live.iter()
+                .any(|o| *o != n && stack.services[*o].needs.iter().any(|x| x.name == n))
+        };
+        for (name, pid) in &starting {
+            if !needed(name) && !told.contains(pid) {
+                let _ = nix::sys::signal::kill(*pid, sig);
+                told.push(*pid);
+            }
+        }
+        let round: Vec<&str> = came_up.iter().copied().filter(|n| !needed(n)).collect();
+        if round.is_empty() {
+            return;
+        }
+        came_up.retain(|n| !round.contains(n));
+        let services: Vec<&Service> = round
+            .iter()
+            .map(|n| &stack.services[*n])
+            .filter(|s| !s.oneshot)
+            .collect();
+        crate::parallel::each(services, |svc| stop_ours(sd, svc, run));
     }
-    for name in &order {
-        let svc = &stack.services[*name];
-        if svc.oneshot {
-            continue;
-        }
-        match stop::stop_name(sd, &svc.name, &stop::Options::default(), TOOL) {
-            Ok(r) => say(TOOL, name, format!("interrupted: {}", r.describe())),
-            Err(e) => say(TOOL, name, format!("interrupted, and not stopped: {e}")),
-        }
+}
+
+/// Stops `svc` if its record still says this run started it (it may have been stopped
+/// and started again by hand since it came up).
+fn stop_ours(sd: &StateDir, svc: &Service, run: &str) {
+    let name = svc.name.as_str();
+    let still = |r: Option<&Record>| {
+        r.and_then(|r| r.stack.as_ref())
+            .is_some_and(|m| m.by.as_deref() == Some(run))
+    };
+    let opts = stop::Options::default();
+    match stop::stop_name_if(sd, &svc.name, &opts, TOOL, &still) {
+        Ok(Some(r)) => say(TOOL, name, format!("interrupted: {}", r.describe())),
+        Ok(None) => say(
+            TOOL,
+            name,
+            "interrupted: not stopped, it is no longer the start this pm-up made",
+        ),
+        Err(e) => say(TOOL, name, format!("interrupted, and not stopped: {e}")),
     }
 }

@@ -125,10 +125,8 @@ impl Waiter<'_> {
         let mut passed = vec![false; self.checks.len()];
         let mut backoff = Duration::from_millis(1);
         loop {
-            if let Ok(Some(info)) = self.interrupts.read_signal() {
-                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    return WaitEnd::Interrupted(sig);
-                }
+            if let Some(sig) = crate::signal::pending(&self.interrupts) {
+                return WaitEnd::Interrupted(sig);
             }
             if let Some(end) = self.take_notify() {
                 return end;

@@ -335,3 +335,114 @@ fn a_task_runs_with_its_users_groups_and_home() {
         String::from_utf8_lossy(&expect.stdout)
     );
 }
+
+/// `a` never becomes ready and `b` needs it only started: on an interrupt `b` (up) must
+/// stop before `a` (still starting), though `a`'s start is the one still under way.
+const ORDER_STACK: &str = "[services.a]\ncommand = \"trap 'echo a >> order; exit 0' TERM; sleep 1000 & wait\"\nready = \"file:never\"\nready_timeout = \"100s\"\n\n[services.b]\ncommand = \"trap 'echo b >> order; exit 0' TERM; sleep 1000 & wait\"\nneeds = { a = \"started\" }\n";
+
+fn assert_wound_down_in_order(sb: &Sandbox, done: &Done) {
+    assert_eq!(
+        done.status.signal(),
+        Some(Signal::SIGINT as i32),
+        "{}",
+        done.describe()
+    );
+    assert_eq!(
+        fs::read_to_string(sb.path("order")).unwrap_or_default(),
+        "b\na\n",
+        "a was stopped before b, which needs it: {}",
+        done.describe()
+    );
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// SIGINT sent to pm-up alone.
+#[test]
+fn an_interrupt_stops_a_need_still_starting_after_its_dependent() {
+    let sb = Sandbox::new();
+    write_stack(&sb, ORDER_STACK);
+    let run = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("b is running", || sb.state_of("b") == "running");
+    kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
+    let done = run.finish(Duration::from_secs(60));
+    assert_wound_down_in_order(&sb, &done);
+}
+
+/// Ctrl-C typed at a terminal: the kernel sends SIGINT to pm-up and all its children at
+/// once; the children leave it to pm-up to pass it on in order.
+#[test]
+fn ctrl_c_at_a_terminal_stops_a_need_still_starting_after_its_dependent() {
+    if !python_ok() {
+        return skip("python3 is needed for a pseudo-terminal");
+    }
+    let sb = Sandbox::new();
+    write_stack(&sb, ORDER_STACK);
+    let mut cmd = sb.std_cmd("python3");
+    cmd.args([
+        "-c",
+        "import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+while not os.path.exists('ctrl-c'):
+    time.sleep(0.01)
+os.write(fd, b'\\x03')
+out = b''
+while True:
+    try:
+        d = os.read(fd, 4096)
+    except OSError:
+        break
+    if not d:
+        break
+    out += d
+_, st = os.waitpid(pid, 0)
+sys.stderr.write(out.decode(errors='replace'))
+if os.WIFSIGNALED(st):
+    os.kill(os.getpid(), os.WTERMSIG(st))
+sys.exit(os.WEXITSTATUS(st))",
+    ])
+    .arg(bin_dir().join("pm-up"));
+    let run = sb.spawn_cmd("up", cmd);
+    wait_until("b is running", || sb.state_of("b") == "running");
+    fs::write(sb.path("ctrl-c"), "").unwrap();
+    let done = run.finish(Duration::from_secs(60));
+    assert_wound_down_in_order(&sb, &done);
+}
+
+/// A service stopped and started again by hand while pm-up waits for another is no
+/// longer pm-up's: its interrupt must leave it running.
+#[test]
+fn an_interrupt_leaves_a_service_restarted_by_hand() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = [\"sleep\", \"1000\"]\n\n[services.b]\ncommand = [\"sleep\", \"1001\"]\nready = \"file:never\"\nready_timeout = \"100s\"\n",
+    );
+    let run = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("a is running", || sb.state_of("a") == "running");
+    wait_until("b is starting", || sb.pid("b").is_some_and(is_alive));
+    assert_success(&sb.stop(&["a"]), "pm-stop a");
+    assert_success(&sb.start("a", &["--", "sleep", "1002"]), "pm-start a");
+    let a = sb.pid("a").unwrap();
+    kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
+    let done = run.finish(Duration::from_secs(60));
+    assert_eq!(
+        done.status.signal(),
+        Some(Signal::SIGINT as i32),
+        "{}",
+        done.describe()
+    );
+    assert!(
+        is_alive(a),
+        "the hand-started a was stopped: {}",
+        done.describe()
+    );
+    assert!(
+        done.stderr.contains("a: interrupted: not stopped"),
+        "{}",
+        done.describe()
+    );
+    assert_success(&sb.stop(&["a"]), "pm-stop a");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
