@@ -125,7 +125,7 @@ impl Waiter<'_> {
         let mut passed = vec![false; self.checks.len()];
         let mut backoff = Duration::from_millis(1);
         loop {
-            if let Some(sig) = crate::signal::pending(&self.interrupts) {
+            if let Some(sig) = crate::signal::pending(self.interrupts) {
                 return WaitEnd::Interrupted(sig);
             }
             if let Some(end) = self.take_notify() {
