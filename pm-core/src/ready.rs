@@ -76,7 +76,20 @@ impl Check {
                     _ => Err(bad(s, "tcp: needs [HOST:]PORT with a port from 1 to 65535")),
                 }
             }
-            "unix" => Ok(Check::Unix(absolute(need("a socket path")?))),
+            "unix" => {
+                let path = absolute(need("a socket path")?);
+                // sun_path holds 108 bytes with its NUL: a longer path can never connect.
+                if path.as_os_str().len() >= 108 {
+                    return Err(bad(
+                        s,
+                        format!(
+                            "{}: longer than the 107 bytes a unix socket address holds",
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(Check::Unix(path))
+            }
             "file" => Ok(Check::File(absolute(need("a path")?))),
             "exec" => Ok(Check::Exec(need("a command")?.to_string())),
             "log" => Regex::new(need("a regular expression")?)
@@ -683,6 +696,11 @@ mod tests {
             Check::parse("unix:/run/x.sock").unwrap(),
             Check::Unix(_)
         ));
+        // 107 bytes fit in sun_path with the NUL; 108 never connect.
+        let long = |n: usize| format!("unix:/{}", "x".repeat(n - 1));
+        assert!(Check::parse(&long(107)).is_ok());
+        let e = Check::parse(&long(108)).unwrap_err().to_string();
+        assert!(e.contains("107 bytes"), "{e}");
         assert!(matches!(
             Check::parse("file:/tmp/x").unwrap(),
             Check::File(_)

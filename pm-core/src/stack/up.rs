@@ -145,7 +145,7 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
         if early {
             for (name, pid) in &children {
                 if progress.get(name) == Some(&Progress::Starting(*pid, false))
-                    && spawned_by(&sd, name, &run)
+                    && spawned_from(&sd, &stack.services[*name], &stack.file)
                 {
                     progress.insert(name, Progress::Starting(*pid, true));
                 }
@@ -231,18 +231,14 @@ fn ours(sd: &StateDir, name: &str, run: &str) -> Option<Record> {
     (by == Some(run)).then_some(rec)
 }
 
-/// Has this run's start of `name` spawned its process (`starting` or `running`, and the
-/// process is there)?
-fn spawned_by(sd: &StateDir, name: &str, run: &str) -> bool {
-    let Ok(name) = Name::new(name) else {
-        return false;
-    };
-    let seen = inspect(sd, &name, None);
-    let rec = seen.record.as_ref();
-    let by = rec
-        .and_then(|r| r.stack.as_ref())
-        .and_then(|m| m.by.as_deref());
-    by == Some(run) && matches!(seen.state, State::Starting | State::Running)
+/// Has a start of `name` from this file spawned its process (`starting` or `running`,
+/// and the process is there)? This run's, or another pm-up's that this run's start of it
+/// is waiting for (of the same definition: an older one is about to be replaced).
+fn spawned_from(sd: &StateDir, svc: &Service, file: &Path) -> bool {
+    let seen = inspect(sd, &svc.name, None);
+    let from = seen.record.as_ref().and_then(|r| r.stack.as_ref());
+    from.is_some_and(|m| m.file == file && m.definition == svc.definition)
+        && matches!(seen.state, State::Starting | State::Running)
 }
 
 /// Starts every waiting service whose needs are all up; says why a service whose need
@@ -357,6 +353,9 @@ fn fork_start(
 fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bool) -> Ended {
     let name = svc.name.as_str();
     if restart {
+        // An interrupt waits for the stop to end (it stays pending, and the start below
+        // then ends at once): a stop cut short leaves the old service half stopped.
+        let _ = signal::block(&signal::INTERRUPTS);
         match stop::stop_name(sd, &svc.name, &stop::Options::default(), TOOL) {
             Ok(r) => say(
                 TOOL,

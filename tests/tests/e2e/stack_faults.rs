@@ -446,3 +446,31 @@ fn an_interrupt_leaves_a_service_restarted_by_hand() {
     assert_success(&sb.stop(&["a"]), "pm-stop a");
     wait_until("the sandbox is empty", || sb.processes().is_empty());
 }
+
+/// `b` needs `a` only started, and `a` is ready only once `b` runs. When another pm-up is
+/// already starting `a`, this one's start of `a` waits for that one: `a` is still started
+/// (its record says so), so `b` must not wait for `a` to be ready (that never comes).
+#[test]
+fn started_holds_while_another_up_starts_the_need() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"exec sleep 1000\"\nready = \"file:b.began\"\nready_timeout = \"30s\"\n\n[services.b]\ncommand = \"touch b.began; exec sleep 1001\"\nneeds = { a = \"started\" }\n",
+    );
+    let first = sb.spawn_tool("up1", "pm-up", &["a"]);
+    wait_until("a is starting", || sb.state_of("a") == "starting");
+    let began = Instant::now();
+    let second = sb.spawn_tool("up2", "pm-up", &[]);
+    let two = second.finish(Duration::from_secs(60));
+    let one = first.finish(Duration::from_secs(60));
+    assert_eq!(two.code(), Some(0), "{}", two.describe());
+    assert_eq!(one.code(), Some(0), "{}", one.describe());
+    // Well before a's ready timeout, which a wait for a's readiness would run out.
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_success(&sb.cmd("pm-down").output().unwrap(), "pm-down");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
