@@ -481,6 +481,35 @@ impl Cgroup {
         self.snapshot().unwrap_or_default()
     }
 
+    /// [`Cgroup::snapshot`] through the cgroup's directory, opened once and returned for
+    /// [`Cgroup::usage_in`]: each file is then one step from it, not a walk of the whole
+    /// hierarchy's path (the walks were most of what pm-status spent per service).
+    pub fn snapshot_dir(&self) -> Option<(Vec<i32>, Option<std::os::fd::OwnedFd>)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_PATH: the directory is only a place to look up from, and costs no open of it.
+        let dir = match fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
+            .open(&self.path)
+        {
+            Ok(d) => d,
+            Err(_) => return self.snapshot().map(|p| (p, None)),
+        };
+        match dir.metadata() {
+            // Sub-cgroups: the walk below lists them.
+            Ok(m) if m.nlink() == 2 => {}
+            _ => return self.snapshot().map(|p| (p, None)),
+        }
+        let procs = open_at(&dir, "cgroup.procs").and_then(process::read_seq);
+        let pids = match procs {
+            Ok(text) => text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+            // Removed meanwhile: as snapshot says of a cgroup that is gone.
+            Err(_) if !self.path.exists() => return None,
+            Err(_) => Vec::new(),
+        };
+        Some((pids, Some(dir.into())))
+    }
+
     /// [`Cgroup::pids`], or `None` if the cgroup is gone. A directory is listed only if it
     /// has sub-cgroups: kernfs counts them in its link count (2 + subdirectories), so a
     /// plain service's cgroup costs one statx and one read of `cgroup.procs`.
@@ -619,6 +648,21 @@ impl Cgroup {
     /// [`Cgroup::usage`] from a [`Cgroup::snapshot`] already taken, with the `/proc` stat of
     /// a member already read (the leader, say) not read again.
     pub fn usage_of(&self, pids: &[i32], known: Option<&Stat>) -> Usage {
+        self.usage_in(None, pids, known)
+    }
+
+    /// [`Cgroup::usage_of`], its files read through `dir` (from [`Cgroup::snapshot_dir`])
+    /// where given.
+    pub fn usage_in(
+        &self,
+        dir: Option<&std::os::fd::OwnedFd>,
+        pids: &[i32],
+        known: Option<&Stat>,
+    ) -> Usage {
+        let read = |file: &str| match dir {
+            Some(d) => open_at(d, file).and_then(process::read_seq),
+            None => process::read_pseudo(self.path.join(file)),
+        };
         let members: Vec<Stat> = pids
             .iter()
             .filter_map(|&p| match known {
@@ -629,14 +673,14 @@ impl Cgroup {
             .collect();
         let current = self
             .has_memory_files()
-            .then(|| process::read_pseudo(self.path.join("memory.current")).ok())
+            .then(|| read("memory.current").ok())
             .flatten()
             .and_then(|t| t.trim().parse::<u64>().ok());
         let (memory_bytes, memory_from) = match current {
             Some(m) => (m, "memory.current"),
             None => (members.iter().map(Stat::rss_bytes).sum(), "rss"),
         };
-        let cpu_secs = process::read_pseudo(self.path.join("cpu.stat"))
+        let cpu_secs = read("cpu.stat")
             .ok()
             .and_then(|t| {
                 t.lines()
@@ -677,6 +721,17 @@ impl Cgroup {
         seen.push((parent.to_path_buf(), has));
         has
     }
+}
+
+/// Opens `file` in the directory `dir` for reading.
+fn open_at(dir: &impl AsFd, file: &str) -> io::Result<File> {
+    let fd = nix::fcntl::openat(
+        dir.as_fd(),
+        file,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    Ok(File::from(fd))
 }
 
 fn events_populated(text: &str) -> bool {

@@ -268,6 +268,8 @@ pub struct Record {
     pub exe: Option<PathBuf>,
     /// The environment the service got, before `env` and pm's own variables: the
     /// starting caller's. A restart from the record (from cron, say) gets it again.
+    /// Not read by [`Record::for_report`] (two thirds of a record, and never shown).
+    #[serde(deserialize_with = "environment_unless_reporting")]
     pub environment: Vec<(String, String)>,
     pub pidfile: PathBuf,
     pub pidfile_by: PidfileBy,
@@ -391,6 +393,32 @@ impl Default for Record {
             stack: None,
             ready_at: None,
         }
+    }
+}
+
+std::thread_local! {
+    /// Set while [`Record::for_report`] reads: the environment is skipped, not kept.
+    static REPORTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn environment_unless_reporting<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<(String, String)>, D::Error> {
+    if REPORTING.with(|r| r.get()) {
+        serde::de::IgnoredAny::deserialize(d)?;
+        return Ok(Vec::new());
+    }
+    Vec::deserialize(d)
+}
+
+impl Record {
+    /// Parses a record for a report (pm-status, pm-down's survey): as `serde_json`
+    /// would, except that [`Record::environment`] is left empty.
+    pub fn for_report(json: &[u8]) -> serde_json::Result<Record> {
+        REPORTING.with(|r| r.set(true));
+        let rec = serde_json::from_slice(json);
+        REPORTING.with(|r| r.set(false));
+        rec
     }
 }
 

@@ -82,6 +82,9 @@ pub struct Inspection {
     pub cgroup: Option<crate::cgroup::Cgroup>,
     /// The processes in that cgroup when it was looked at ([`crate::cgroup::Cgroup::snapshot`]).
     pub cgroup_pids: Vec<i32>,
+    /// Whole-service figures from that cgroup, running or starting: only from
+    /// [`report_record`] (what pm-status shows; a stop has no use for them).
+    pub usage: Option<crate::cgroup::Usage>,
     /// Running or starting with a logger that cannot write the log (or rotate it): what
     /// its status file says (see [`crate::logger::read_status`]).
     pub log_status: Option<String>,
@@ -127,6 +130,27 @@ pub fn inspect_record(
     name: &Name,
     template: Option<&str>,
     record: Result<Option<Record>>,
+) -> Inspection {
+    look(sd, name, template, record, false)
+}
+
+/// [`inspect_record`] with the cgroup's [`Inspection::usage`], read while its directory
+/// is open (one component from it per file, not a walk of the whole path each).
+pub fn report_record(
+    sd: &StateDir,
+    name: &Name,
+    template: Option<&str>,
+    record: Result<Option<Record>>,
+) -> Inspection {
+    look(sd, name, template, record, true)
+}
+
+fn look(
+    sd: &StateDir,
+    name: &Name,
+    template: Option<&str>,
+    record: Result<Option<Record>>,
+    usage: bool,
 ) -> Inspection {
     let mut out = Inspection::unknown(name);
     let record = match record {
@@ -192,14 +216,24 @@ pub fn inspect_record(
         out.error = Some(e);
         return out;
     }
+    let mut dir = None;
     if let Some(cg) = cgroup {
-        if let Some(pids) = cg.snapshot() {
+        if let Some((pids, d)) = cg.snapshot_dir() {
             out.cgroup = Some(cg);
             out.cgroup_pids = pids;
+            dir = d;
         }
     }
     let last_verdict = out.find_live(&record, pf.as_ref(), &gate);
     out.state = out.judge(&record, last_verdict.as_ref());
+    if usage && !matches!(out.state, State::Stopped | State::Unknown) {
+        let leader = out.live.as_ref().map(|(s, _)| s);
+        out.usage = out
+            .cgroup
+            .as_ref()
+            .map(|cg| cg.usage_in(dir.as_ref(), &out.cgroup_pids, leader));
+    }
+    drop(dir);
     // A monitor that gave up (say, on a full state dir) left its reason: without it a
     // supervised service would be "dead" with no why.
     if let (State::Dead | State::Failed, Some(end)) = (out.state, &record.monitor_end) {
@@ -233,6 +267,7 @@ impl Inspection {
             error: None,
             cgroup: None,
             cgroup_pids: Vec::new(),
+            usage: None,
             log_status: None,
         }
     }
