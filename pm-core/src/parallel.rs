@@ -51,6 +51,100 @@ pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R>
         .collect()
 }
 
+/// `for r in items.into_iter().map(f) { sink(r) }`, `f` on up to [`MAX_THREADS`] threads
+/// started once, `sink` on this thread in the order of the items; at most `window`
+/// results wait for `sink` (memory stays flat however many items). pm-status --json
+/// streams a thousand services this way without the stall at the end of each batch.
+pub fn map_in_order<T: Send, R: Send>(
+    items: Vec<T>,
+    window: usize,
+    f: impl Fn(T) -> R + Sync,
+    mut sink: impl FnMut(R),
+) {
+    use std::sync::Condvar;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS);
+    if threads < 2 || items.len() < MIN_ITEMS {
+        items.into_iter().map(f).for_each(sink);
+        return;
+    }
+    let n = items.len();
+    let window = window.max(1);
+    let inputs: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let outputs: Vec<Mutex<Option<R>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    // How many results `sink` has taken; guarded by `gate` for the waits on `moved`.
+    let taken = AtomicUsize::new(0);
+    let gate = Mutex::new(());
+    let moved = Condvar::new();
+    let wait = |until: &dyn Fn() -> bool| {
+        let Ok(mut g) = gate.lock() else { return };
+        while !until() {
+            g = match moved.wait(g) {
+                Ok(g) => g,
+                Err(_) => return,
+            };
+        }
+    };
+    let notify = || {
+        drop(gate.lock());
+        moved.notify_all();
+    };
+    // Workers that are gone, also by a panic in `f`: the results they left are all
+    // there will be, and waiting for more would hang.
+    let gone = AtomicUsize::new(0);
+    struct Gone<'a>(&'a AtomicUsize, &'a dyn Fn());
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::AcqRel);
+            (self.1)();
+        }
+    }
+    let work = || {
+        let _gone = Gone(&gone, &notify);
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = inputs.get(i) else { break };
+            wait(&|| i < taken.load(Ordering::Acquire) + window);
+            let item = slot.lock().map(|mut s| s.take()).ok().flatten();
+            let r = item.map(&f);
+            if let Ok(mut out) = outputs[i].lock() {
+                *out = r;
+            }
+            notify();
+        }
+    };
+    std::thread::scope(|scope| {
+        let started = (0..threads)
+            .filter(|_| {
+                std::thread::Builder::new()
+                    .spawn_scoped(scope, work)
+                    .is_ok()
+            })
+            .count();
+        if started == 0 {
+            // No thread to be had: all here, in order.
+            for slot in &inputs {
+                if let Some(item) = slot.lock().ok().and_then(|mut s| s.take()) {
+                    sink(f(item));
+                }
+            }
+            return;
+        }
+        for (i, out) in outputs.iter().enumerate() {
+            let ready =
+                || out.lock().is_ok_and(|o| o.is_some()) || gone.load(Ordering::Acquire) >= started;
+            wait(&ready);
+            if let Some(r) = out.lock().ok().and_then(|mut o| o.take()) {
+                sink(r);
+            }
+            taken.store(i + 1, Ordering::Release);
+            notify();
+        }
+    });
+}
+
 /// `items.into_iter().map(f).collect()`, each item on a thread of its own: for work that
 /// mostly waits (stops, each up to its timeout), where a shared pool would queue one
 /// service's wait behind another's. A thread that cannot be started runs its item here;
@@ -95,6 +189,31 @@ mod tests {
             i * 2
         });
         assert_eq!(out, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn map_in_order_keeps_the_order_and_every_item_within_its_window() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let done = AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        super::map_in_order(
+            (0..1000u32).collect(),
+            8,
+            |i| {
+                if i % 7 == 0 {
+                    std::thread::yield_now();
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                i * 2
+            },
+            |r| {
+                // Never more than the window (and one per thread in flight) ahead.
+                let ahead = done.load(Ordering::SeqCst) - seen.len();
+                assert!(ahead <= 8 + super::MAX_THREADS, "{ahead} ahead");
+                seen.push(r);
+            },
+        );
+        assert_eq!(seen, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
     }
 
     #[test]

@@ -116,8 +116,8 @@ fn print_logs(sd: &StateDir, names: &[String]) -> Result<ExitCode> {
     Ok(code.into())
 }
 
-/// Services per batch of `--json` output.
-const JSON_BATCH: usize = 256;
+/// Services of `--json` output looked at ahead of the one being written.
+const JSON_WINDOW: usize = 256;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let sd = StateDir::resolve(cli.state.dir(), false)?;
@@ -144,26 +144,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         let mut codes = Vec::with_capacity(todo.len());
         let stdout = std::io::stdout();
         let mut w = BufWriter::new(stdout.lock());
-        let mut todo = todo.into_iter();
-        let mut objs = std::iter::from_fn(|| {
-            let batch: Vec<_> = todo.by_ref().take(JSON_BATCH).collect();
-            (!batch.is_empty()).then(|| {
-                pm_core::parallel::map(batch, |item| {
-                    let ins = inspect(item);
-                    (
-                        ins.state.code(),
-                        serde_json::to_string_pretty(&to_json(&ins)),
-                    )
-                })
-            })
-        })
-        .flatten();
-        let written = (|| -> std::io::Result<()> {
-            w.write_all(b"[")?;
-            for (i, (code, obj)) in objs.by_ref().enumerate() {
-                codes.push(code);
+        let mut failed: Option<std::io::Error> = None;
+        let mut write = |(code, obj): (Code, serde_json::Result<String>)| {
+            codes.push(code);
+            if failed.is_some() {
+                return;
+            }
+            let put = (|| -> std::io::Result<()> {
                 let obj = obj?;
-                w.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+                w.write_all(if codes.len() == 1 { b"[\n" } else { b",\n" })?;
                 for (j, line) in obj.lines().enumerate() {
                     if j > 0 {
                         w.write_all(b"\n")?;
@@ -171,10 +160,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     w.write_all(b"  ")?;
                     w.write_all(line.as_bytes())?;
                 }
-            }
-            w.write_all(if codes.is_empty() { b"]\n" } else { b"\n]\n" })?;
-            w.flush()
-        })();
+                Ok(())
+            })();
+            failed = put.err();
+        };
+        pm_core::parallel::map_in_order(
+            todo,
+            JSON_WINDOW,
+            |item| {
+                let ins = inspect(item);
+                (
+                    ins.state.code(),
+                    serde_json::to_string_pretty(&to_json(&ins)),
+                )
+            },
+            &mut write,
+        );
+        let written = match failed {
+            Some(e) => Err(e),
+            None => w
+                .write_all(if codes.is_empty() { b"[]\n" } else { b"\n]\n" })
+                .and_then(|()| w.flush()),
+        };
         match written {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
             _ => {}
