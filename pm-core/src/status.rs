@@ -234,22 +234,28 @@ fn look(
             .map(|cg| cg.usage_in(dir.as_ref(), &out.cgroup_pids, leader));
     }
     drop(dir);
-    // A monitor that gave up (say, on a full state dir) left its reason: without it a
-    // supervised service would be "dead" with no why.
-    if let (State::Dead | State::Failed, Some(end)) = (out.state, &record.monitor_end) {
-        let why = format!("supervision ended: {}", end.reason);
-        out.note = Some(match out.note.take() {
-            Some(n) => format!("{n}; {why}"),
-            None => why,
-        });
-    }
-    if matches!(out.state, State::Running | State::Starting) && record.log_rotation.is_some() {
-        if let Some(run_id) = &record.run_id {
-            out.log_status = crate::logger::read_status(&sd.log_status_path(name), run_id);
-        }
-    }
+    out.add_notes(sd, &record);
     out.record = Some(record);
     out
+}
+
+impl Inspection {
+    /// What the verdict alone does not say: why supervision ended, a failing logger.
+    fn add_notes(&mut self, sd: &StateDir, record: &Record) {
+        // A monitor that gave up (say, on a full state dir) left its reason: without it a
+        // supervised service would be "dead" with no why.
+        if let (State::Dead | State::Failed, Some(end)) = (self.state, &record.monitor_end) {
+            let why = format!("supervision ended: {}", end.reason);
+            self.note = Some(match self.note.take() {
+                Some(n) => format!("{n}; {why}"),
+                None => why,
+            });
+        }
+        let logging = matches!(self.state, State::Running | State::Starting);
+        if let (true, Some(_), Some(run_id)) = (logging, &record.log_rotation, &record.run_id) {
+            self.log_status = crate::logger::read_status(&sd.log_status_path(&self.name), run_id);
+        }
+    }
 }
 
 impl Inspection {

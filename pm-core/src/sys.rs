@@ -522,29 +522,8 @@ unsafe fn child_main(
                 fail(libc::ECANCELED);
             }
         }
-        // The raw system calls, not glibc's wrappers: those make every thread of the
-        // process change ids (setxid), walking a thread list copied from a parent that
-        // may have had other threads, and can wait forever for threads that do not
-        // exist here. The kernel's ids are per thread, and this process has one.
-        if let Some((groups, gid, uid)) = &plan.creds {
-            let (g, u) = (*gid as libc::c_long, *uid as libc::c_long);
-            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0
-                || libc::syscall(libc::SYS_setresgid, g, g, g) < 0
-                || libc::syscall(libc::SYS_setresuid, u, u, u) < 0
-            {
-                fail(errno());
-            }
-        }
-        // After the id change, which clears the parent-death signal. The parent may have
-        // died just before: then it is too late to be told, and the child goes now.
-        if let Some(parent) = plan.parent_death {
-            let kill = libc::SIGKILL as libc::c_ulong;
-            if libc::prctl(libc::PR_SET_PDEATHSIG, kill, 0, 0, 0) < 0 {
-                fail(errno());
-            }
-            if libc::getppid() != parent {
-                fail(libc::ECANCELED);
-            }
+        if let Err(e) = become_service(plan) {
+            fail(e);
         }
         if cloexec_from(3).is_err() {
             fail(errno());
@@ -567,6 +546,47 @@ unsafe fn child_main(
         }
         fail(if denied { libc::EACCES } else { libc::ENOENT })
     }
+}
+
+/// The child's ids (groups, gid, uid), then its parent-death signal: the step of
+/// [`child_main`] that makes it the service's user. `Err(errno)` of the call that failed.
+///
+/// # Safety
+/// Only in the child of a clone/fork (see [`child_main`]).
+unsafe fn become_service(plan: &ExecPlan) -> Result<(), i32> {
+    let errno = || {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    // SAFETY: see the function contract; each call below is async-signal-safe.
+    unsafe {
+        // The raw system calls, not glibc's wrappers: those make every thread of the
+        // process change ids (setxid), walking a thread list copied from a parent that
+        // may have had other threads, and can wait forever for threads that do not
+        // exist here. The kernel's ids are per thread, and this process has one.
+        if let Some((groups, gid, uid)) = &plan.creds {
+            let (g, u) = (*gid as libc::c_long, *uid as libc::c_long);
+            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0
+                || libc::syscall(libc::SYS_setresgid, g, g, g) < 0
+                || libc::syscall(libc::SYS_setresuid, u, u, u) < 0
+            {
+                return Err(errno());
+            }
+        }
+        // After the id change, which clears the parent-death signal. The parent may have
+        // died just before: then it is too late to be told, and the child goes now.
+        if let Some(parent) = plan.parent_death {
+            let kill = libc::SIGKILL as libc::c_ulong;
+            if libc::prctl(libc::PR_SET_PDEATHSIG, kill, 0, 0, 0) < 0 {
+                return Err(errno());
+            }
+            if libc::getppid() != parent {
+                return Err(libc::ECANCELED);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `waitpid(2)` on our child: its raw wait status, `None` with `nohang` while it runs.

@@ -548,13 +548,9 @@ fn check_oneshot(t: &ServiceToml, ready: &[String]) -> std::result::Result<(), S
     Ok(())
 }
 
-/// Checks one service and turns it into a start request; `dir`: the file's directory,
-/// which relative paths are taken from.
-fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Service, String> {
-    let name = Name::new(key).map_err(|e| e.to_string())?;
-    if name.instance().is_some() {
-        return Err("a stack service cannot be a template instance (no @ in its name)".into());
-    }
+/// The command, and the strings that only fail at exec if not checked here: a NUL byte
+/// in the command, cwd, env_file or user.
+fn command_of(t: &ServiceToml) -> std::result::Result<Vec<String>, String> {
     let command = match &t.command {
         CommandToml::Shell(s) if !s.trim().is_empty() => {
             vec!["/bin/sh".to_string(), "-c".to_string(), s.clone()]
@@ -582,7 +578,11 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
             t.user.as_deref().unwrap_or("")
         ));
     }
-    let cwd = dir.join(t.cwd.as_deref().unwrap_or(Path::new(".")));
+    Ok(command)
+}
+
+/// `env_file` (taken from the file's directory) and then `env` over it.
+fn env_of(dir: &Path, t: &ServiceToml) -> std::result::Result<Vec<(String, String)>, String> {
     let mut env: Vec<(String, String)> = Vec::new();
     if let Some(f) = &t.env_file {
         env.extend(read_env_file(&dir.join(f))?);
@@ -593,6 +593,19 @@ fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Servic
         }
         env.push((k.clone(), v.clone()));
     }
+    Ok(env)
+}
+
+/// Checks one service and turns it into a start request; `dir`: the file's directory,
+/// which relative paths are taken from.
+fn resolve(dir: &Path, key: &str, t: &ServiceToml) -> std::result::Result<Service, String> {
+    let name = Name::new(key).map_err(|e| e.to_string())?;
+    if name.instance().is_some() {
+        return Err("a stack service cannot be a template instance (no @ in its name)".into());
+    }
+    let command = command_of(t)?;
+    let cwd = dir.join(t.cwd.as_deref().unwrap_or(Path::new(".")));
+    let env = env_of(dir, t)?;
     let dur = |what: &str, v: &Option<String>| {
         v.as_deref()
             .map(crate::duration::parse)
