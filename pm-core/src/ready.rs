@@ -52,6 +52,10 @@ impl Check {
     /// Parses `pidfile`, `tcp:[HOST:]PORT`, `unix:PATH`, `file:PATH`, `exec:COMMAND`,
     /// `log:REGEX`, `notify`.
     pub fn parse(s: &str) -> Result<Check> {
+        if s.contains('\0') {
+            // It could never pass: a path or command cannot hold one.
+            return Err(bad(s, "cannot hold a NUL byte"));
+        }
         let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
         let need = |what: &str| -> Result<&str> {
             if arg.is_empty() {
@@ -701,6 +705,7 @@ mod tests {
         assert!(Check::parse(&long(107)).is_ok());
         let e = Check::parse(&long(108)).unwrap_err().to_string();
         assert!(e.contains("107 bytes"), "{e}");
+        assert!(Check::parse("file:/tmp/a\0b").is_err());
         assert!(matches!(
             Check::parse("file:/tmp/x").unwrap(),
             Check::File(_)

@@ -10,6 +10,12 @@ pub fn say(tool: &str, name: &str, msg: impl std::fmt::Display) {
     let _ = writeln!(io::stderr().lock(), "{tool}: {name}: {msg}");
 }
 
+/// Prints `text` as a line on stderr. Never panics (as `eprintln!` does when stderr is
+/// gone: a terminal hung up, and pm-up still has services to stop).
+pub fn line(text: impl std::fmt::Display) {
+    let _ = writeln!(io::stderr().lock(), "{text}");
+}
+
 /// The tool every message of this process is said as, whatever code says it: pm-up's
 /// children run pm-start's start, and the user ran pm-up.
 static SPEAKER: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();

@@ -85,31 +85,10 @@ pub fn interrupt_fd() -> Result<nix::sys::signalfd::SignalFd> {
     signal_fd(&INTERRUPTS)
 }
 
-/// Set in a process whose parent forwards it interrupts in an order of its own (pm-up's
-/// children): the copy a terminal sends to its whole foreground process group is not
-/// for it.
-static DEAF_TO_TERMINAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// `si_code` of a signal the kernel itself sent: a terminal's Ctrl-C, Ctrl-\, hangup.
-const SI_KERNEL: i32 = 0x80;
-
-/// From now on, [`pending`] drops the interrupts a terminal sends (they reach the parent
-/// too, which decides when this process is to hear them).
-pub fn ignore_terminal_interrupts() {
-    DEAF_TO_TERMINAL.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// The first signal pending on `fd`, if any (read, so it is consumed).
 pub fn pending(fd: &nix::sys::signalfd::SignalFd) -> Option<Signal> {
-    let deaf = DEAF_TO_TERMINAL.load(std::sync::atomic::Ordering::Relaxed);
-    loop {
-        let info = fd.read_signal().ok()??;
-        let sig = Signal::try_from(info.ssi_signo as i32).ok()?;
-        if deaf && info.ssi_code == SI_KERNEL && INTERRUPTS.contains(&sig) {
-            continue;
-        }
-        return Some(sig);
-    }
+    let info = fd.read_signal().ok()??;
+    Signal::try_from(info.ssi_signo as i32).ok()
 }
 
 #[cfg(test)]

@@ -1091,10 +1091,16 @@ pub fn stop_name_if(
     by: &str,
     still: &dyn Fn(Option<&Record>) -> bool,
 ) -> Result<Option<Report>> {
-    if !still(sd.read_record(name).ok().flatten().as_ref()) {
+    let seen = sd.read_record(name).ok().flatten();
+    if !still(seen.as_ref()) {
         return Ok(None);
     }
-    let between = stop_monitor(sd, name, opts)?;
+    // The monitor of the record that passed, not of one read again (which may be a new
+    // start's by now).
+    let between = match &seen {
+        Some(r) => monitor_first(r, opts)?,
+        None => None,
+    };
     let _lock = sd.lock(name)?;
     let ins = inspect(sd, name, opts.pidfile_template.as_deref());
     if !still(ins.record.as_ref()) {
@@ -1111,10 +1117,15 @@ pub fn stop_name_if(
 /// Not under the name's lock: a monitor in the middle of a restart takes it to finish.
 /// Returns, for a service its monitor was about to restart, what the stop should say.
 fn stop_monitor(sd: &StateDir, name: &Name, opts: &Options) -> Result<Option<String>> {
-    let Ok(Some(r)) = sd.read_record(name) else {
-        return Ok(None);
-    };
-    let stopped = crate::monitor::stop_monitor(&r, opts.timeout.unwrap_or(r.stop_timeout))?;
+    match sd.read_record(name) {
+        Ok(Some(r)) => monitor_first(&r, opts),
+        _ => Ok(None),
+    }
+}
+
+/// [`stop_monitor`] of the monitor `r` names.
+fn monitor_first(r: &Record, opts: &Options) -> Result<Option<String>> {
+    let stopped = crate::monitor::stop_monitor(r, opts.timeout.unwrap_or(r.stop_timeout))?;
     let last = r
         .last_exit
         .as_ref()

@@ -82,9 +82,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         )
     }) {
         let n = pm_core::signal::name(sig);
-        eprintln!(
+        pm_core::report::line(format!(
             "{TOOL}: warning: SIG{n} usually does not stop a service, so pm-stop will SIGKILL it after the timeout; to send it without stopping: pm-signal -s {n} NAME"
-        );
+        ));
     }
     let mut codes = Vec::new();
     for name in &names {

@@ -88,10 +88,10 @@ impl Recorded {
         if targets.is_empty() {
             set = self.from_file.clone();
             if set.is_empty() {
-                eprintln!(
+                crate::report::line(format!(
                     "{TOOL}: {}: no service was started from this file",
                     file.display()
-                );
+                ));
             }
         }
         for t in targets {
@@ -104,7 +104,9 @@ impl Recorded {
                         .map(|(n, _)| n)
                         .collect();
                     if found.is_empty() {
-                        eprintln!("{TOOL}: @{tag}: no recorded service is tagged {tag:?}");
+                        crate::report::line(format!(
+                            "{TOOL}: @{tag}: no recorded service is tagged {tag:?}"
+                        ));
                         code = Code::worst([code, Code::Unknown]);
                     }
                     set.extend(found.into_iter().cloned());

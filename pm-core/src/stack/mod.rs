@@ -202,8 +202,18 @@ pub fn locate(file: Option<&Path>) -> Result<PathBuf> {
     if let Ok(c) = std::fs::canonicalize(p) {
         return Ok(c);
     }
-    // Gone: its directory still names it as the records do (a symlinked one too).
-    let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    // Gone: its directory still names it as the records do (a symlinked one too), and a
+    // symlink left dangling names its target.
+    let mut abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&abs) else {
+            break;
+        };
+        abs = match abs.parent() {
+            Some(dir) => dir.join(target),
+            None => target,
+        };
+    }
     match (abs.parent(), abs.file_name()) {
         (Some(dir), Some(leaf)) => match std::fs::canonicalize(dir) {
             Ok(d) => Ok(d.join(leaf)),
@@ -328,6 +338,20 @@ impl Stack {
             }
         }
         None
+    }
+
+    /// Everything `name` needs, transitively (not `name` itself).
+    pub fn needs_below(&self, name: &str) -> BTreeSet<&str> {
+        let mut out = BTreeSet::new();
+        let mut todo = vec![name];
+        while let Some(n) = todo.pop() {
+            for need in self.services.get(n).map_or(&[][..], |s| &s.needs[..]) {
+                if out.insert(need.name.as_str()) {
+                    todo.push(need.name.as_str());
+                }
+            }
+        }
+        out
     }
 
     /// The services `targets` name (`NAME` or `@TAG`; none: all), with everything they

@@ -7,7 +7,7 @@
 //! by such a child. pm-up itself only decides what can start next, and waits for its
 //! children and for signals on one poll: nothing is polled on a timer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -318,13 +318,23 @@ fn fork_start(
     restart: bool,
 ) -> Result<Pid> {
     let parent = nix::unistd::getpid();
+    // Each child in a process group of its own (set on both sides of the fork, so no
+    // signal finds it in pm-up's first): a terminal's Ctrl-C or hangup, and a kill of
+    // pm-up's job, reach pm-up alone, which passes the interrupt on in dependency order
+    // (see wind_down). A copy the child heard itself could merge with pm-up's word
+    // (signals do not queue) and could not be told apart from it.
+    let own_group = |pid: Pid| nix::unistd::setpgid(pid, pid);
     match sys::fork_single_threaded().map_err(|e| Error::Os(format!("fork: {e}")))? {
-        ForkResult::Parent { child } => Ok(child),
+        ForkResult::Parent { child } => {
+            let _ = own_group(child);
+            Ok(child)
+        }
         ForkResult::Child => {
+            let _ = own_group(nix::unistd::getpid());
+            // Out of the terminal's foreground group, a write to it (its messages on
+            // stderr) would stop the child under `stty tostop`, unless SIGTTOU is ignored.
+            sys::ignore_signals(&[Signal::SIGTTOU]);
             crate::report::speak_as(TOOL);
-            // A terminal's Ctrl-C reaches every child at once; pm-up passes it on in
-            // dependency order instead (see wind_down).
-            signal::ignore_terminal_interrupts();
             // As pm-start would run: with the caller's signal mask.
             let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None);
             if svc.oneshot {
@@ -475,7 +485,7 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
         format!("failed: {how} after {took} (log {})", task.log.display()),
     );
     for line in crate::report::log_tail(&task.log, task.from, 10) {
-        eprintln!("  {line}");
+        crate::report::line(format!("  {line}"));
     }
     Ok(Code::Failure.into())
 }
@@ -640,10 +650,11 @@ fn wind_down<'a>(
             .map(|(n, _)| *n)
             .chain(came_up.iter().copied())
             .collect();
-        let needed = |n: &str| {
-            live.iter()
-                .any(|o| *o != n && stack.services[*o].needs.iter().any(|x| x.name == n))
-        };
+        // What each live service needs, also through services that are not live (a task
+        // that has run, a service found running): app -> migrate -> db keeps db for app.
+        let below: Vec<(&str, BTreeSet<&str>)> =
+            live.iter().map(|o| (*o, stack.needs_below(o))).collect();
+        let needed = |n: &str| below.iter().any(|(o, b)| *o != n && b.contains(n));
         for (name, pid) in &starting {
             if !needed(name) && !told.contains(pid) {
                 let _ = nix::sys::signal::kill(*pid, sig);

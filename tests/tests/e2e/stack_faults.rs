@@ -156,14 +156,16 @@ fn one_file_by_two_paths_is_one_stack() {
         );
     }
     // pm-down goes by the records, also once the file is gone: through the symlinked
-    // directory it is still the same stack.
+    // directory, and a symlink to the file left dangling, it is still the same stack.
+    std::os::unix::fs::symlink("pm.toml", sb.path("alias.toml")).unwrap();
     fs::remove_file(sb.path("pm.toml")).unwrap();
     let out = sb
         .cmd("pm-down")
-        .args(["-f", "link/pm.toml"])
+        .args(["-f", "link/alias.toml"])
         .output()
         .unwrap();
-    assert_success(&out, "pm-down -f link/pm.toml");
+    assert_success(&out, "pm-down -f link/alias.toml");
+    assert!(stderr(&out).contains("a: stopped"), "{}", describe(&out));
     assert_gone(a);
 }
 
@@ -368,15 +370,14 @@ fn an_interrupt_stops_a_need_still_starting_after_its_dependent() {
     assert_wound_down_in_order(&sb, &done);
 }
 
-/// Ctrl-C typed at a terminal: the kernel sends SIGINT to pm-up and all its children at
-/// once; the children leave it to pm-up to pass it on in order.
-#[test]
-fn ctrl_c_at_a_terminal_stops_a_need_still_starting_after_its_dependent() {
+/// pm-up on a pseudo-terminal of its own (its session's controlling terminal, pm-up the
+/// foreground group), where Ctrl-C is typed once the file `ctrl-c` exists; the terminal's
+/// output goes to the run's stderr. `None` without python3.
+fn up_at_a_terminal(sb: &Sandbox) -> Option<Bg> {
     if !python_ok() {
-        return skip("python3 is needed for a pseudo-terminal");
+        skip("python3 is needed for a pseudo-terminal");
+        return None;
     }
-    let sb = Sandbox::new();
-    write_stack(&sb, ORDER_STACK);
     let mut cmd = sb.std_cmd("python3");
     cmd.args([
         "-c",
@@ -403,11 +404,128 @@ if os.WIFSIGNALED(st):
 sys.exit(os.WEXITSTATUS(st))",
     ])
     .arg(bin_dir().join("pm-up"));
-    let run = sb.spawn_cmd("up", cmd);
-    wait_until("b is running", || sb.state_of("b") == "running");
-    fs::write(sb.path("ctrl-c"), "").unwrap();
+    Some(sb.spawn_cmd("up", cmd))
+}
+
+/// Ctrl-C typed at a terminal reaches pm-up alone (its children have process groups of
+/// their own), which passes it on in order; also when the need is supervised.
+#[test]
+fn ctrl_c_at_a_terminal_stops_a_need_still_starting_after_its_dependent() {
+    for stack in [
+        ORDER_STACK.to_string(),
+        ORDER_STACK.replace(
+            "ready_timeout = \"100s\"\n",
+            "ready_timeout = \"100s\"\nrestart = \"always\"\n",
+        ),
+    ] {
+        let sb = Sandbox::new();
+        write_stack(&sb, &stack);
+        let Some(run) = up_at_a_terminal(&sb) else {
+            return;
+        };
+        wait_until("b is running", || sb.state_of("b") == "running");
+        fs::write(sb.path("ctrl-c"), "").unwrap();
+        let done = run.finish(Duration::from_secs(60));
+        assert_wound_down_in_order(&sb, &done);
+    }
+}
+
+/// Ctrl-C typed while three tasks run stops all three at once: none is left to run to
+/// its end (a copy of the signal heard by a task's runner and one from pm-up merge into
+/// one, so the runner must hear only pm-up's).
+#[test]
+fn ctrl_c_at_a_terminal_stops_every_task() {
+    for _ in 0..3 {
+        let sb = Sandbox::new();
+        write_stack(
+            &sb,
+            "[services.t1]\ncommand = \"touch t1.go; exec sleep 30\"\noneshot = true\n\n[services.t2]\ncommand = \"touch t2.go; exec sleep 30\"\noneshot = true\n\n[services.t3]\ncommand = \"touch t3.go; exec sleep 30\"\noneshot = true\n",
+        );
+        let Some(run) = up_at_a_terminal(&sb) else {
+            return;
+        };
+        wait_until("the tasks began", || {
+            ["t1.go", "t2.go", "t3.go"]
+                .iter()
+                .all(|f| sb.path(f).exists())
+        });
+        fs::write(sb.path("ctrl-c"), "").unwrap();
+        let done = run.finish(Duration::from_secs(60));
+        assert_eq!(
+            done.status.signal(),
+            Some(Signal::SIGINT as i32),
+            "{}",
+            done.describe()
+        );
+        // The tasks sleep 30 s: stopped, not waited out.
+        assert!(done.took < Duration::from_secs(15), "{}", done.describe());
+        assert!(!done.stderr.contains("succeeded"), "{}", done.describe());
+        wait_until("the sandbox is empty", || sb.processes().is_empty());
+    }
+}
+
+/// app needs the task migrate, which needs db: on an interrupt while app is starting, db
+/// is still needed (through the task) and goes only after app.
+#[test]
+fn an_interrupt_keeps_a_need_reached_through_a_task_until_its_dependent_is_stopped() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.db]\ncommand = \"trap 'echo db >> order; exit 0' TERM; sleep 1000 & wait\"\n\n[services.migrate]\ncommand = \"true\"\noneshot = true\nneeds = { db = \"ready\" }\n\n[services.app]\ncommand = \"trap 'sleep 0.3; echo app >> order; exit 0' TERM; sleep 1000 & wait\"\nready = \"file:never\"\nready_timeout = \"100s\"\nneeds = { migrate = \"succeeded\" }\n",
+    );
+    let run = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("app is starting", || sb.pid("app").is_some_and(is_alive));
+    kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
     let done = run.finish(Duration::from_secs(60));
-    assert_wound_down_in_order(&sb, &done);
+    assert_eq!(
+        done.status.signal(),
+        Some(Signal::SIGINT as i32),
+        "{}",
+        done.describe()
+    );
+    assert_eq!(
+        fs::read_to_string(sb.path("order")).unwrap_or_default(),
+        "app\ndb\n",
+        "db was stopped before app: {}",
+        done.describe()
+    );
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// SIGKILL of pm-up's whole process group (a job killed by `kill -9 -PGID`, `timeout -s
+/// KILL`): the task's runner is in a group of its own, hears of pm-up's death and stops
+/// the task, and what the task started with it.
+#[test]
+fn a_killed_job_leaves_no_task_behind() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.t]\ncommand = \"sleep 1000 & echo $! > child; echo $$ > task; wait\"\noneshot = true\n",
+    );
+    let mut cmd = sb.std_cmd(bin_dir().join("pm-up"));
+    cmd.process_group(0);
+    let mut run = sb.spawn_cmd("up", cmd);
+    wait_until("the task began", || {
+        fs::read_to_string(sb.path("child")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let read = |f: &str| -> i32 {
+        fs::read_to_string(sb.path(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (task, child) = (read("task"), read("child"));
+    kill(Pid::from_raw(-run.pid()), Signal::SIGKILL).unwrap();
+    run.kill_and_reap();
+    wait_until("the task and its child are gone", || {
+        !is_alive(task) && !is_alive(child)
+    });
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+    assert!(
+        !sb.path("state/t.lock").exists(),
+        "the task's lock file was left"
+    );
 }
 
 /// A service stopped and started again by hand while pm-up waits for another is no
