@@ -51,7 +51,7 @@ Then whatever is left in the state directory's cgroups that no record names (a r
 The whole file is checked before anything starts: an unknown key, a dependency that is not defined, or a cycle is reported with the file and line, and pm\\-up exits 2. \
 Each service is started as pm\\-start starts it (its record, cgroup, readiness checks, monitor), once everything it needs is up; services that need nothing of each other start at the same time. \
 A service that fails stops the start of what needs it (said on stderr, with its log tail); pm\\-up then exits 1. \
-Interrupted (SIGINT, SIGTERM, SIGHUP), pm\\-up stops the half-done starts and what it had started (and is still started by it: not a service stopped and started again by hand meanwhile), each after everything that needs it, and dies of the signal. A Ctrl\\-C typed at the terminal reaches pm\\-up alone in effect: its children leave it to pm\\-up to pass the signal on in that order. A oneshot task dies with pm\\-up, even a pm\\-up killed by SIGKILL, and two pm\\-up runs never run one task at the same time.",
+Interrupted (SIGINT, SIGTERM, SIGHUP), pm\\-up stops the half-done starts and what it had started (and is still started by it: not a service stopped and started again by hand meanwhile), each after everything that needs it, and dies of the signal. Its children run in process groups of their own, so a Ctrl\\-C typed at the terminal reaches pm\\-up alone, which passes it on in that order. A oneshot task dies with pm\\-up, even a pm\\-up killed by SIGKILL, and two pm\\-up runs never run one task at the same time.",
         },
         Page {
             cmd: pm_down::Cli::command(),
