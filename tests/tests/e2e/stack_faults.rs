@@ -46,12 +46,7 @@ fn an_interrupted_up_stops_only_what_it_started() {
     });
     kill(Pid::from_raw(second.pid()), Signal::SIGINT).unwrap();
     let done = second.finish(Duration::from_secs(60));
-    assert_eq!(
-        done.status.signal(),
-        Some(Signal::SIGINT as i32),
-        "{}",
-        done.describe()
-    );
+    assert_died_of_sigint(&done);
     assert_gone(b);
     assert!(
         is_alive(a),
@@ -82,12 +77,7 @@ fn a_ctrl_c_heard_twice_lets_a_task_clean_up() {
     kill(Pid::from_raw(-run.pid()), Signal::SIGINT).unwrap();
     let done = run.finish(Duration::from_secs(60));
     let took = began.elapsed();
-    assert_eq!(
-        done.status.signal(),
-        Some(Signal::SIGINT as i32),
-        "{}",
-        done.describe()
-    );
+    assert_died_of_sigint(&done);
     assert_eq!(
         fs::read_to_string(sb.path("cleaned")).ok().as_deref(),
         Some("cleaned\n"),
@@ -254,14 +244,7 @@ fn a_killed_up_leaves_no_task_behind() {
     wait_until("the task began", || {
         fs::read_to_string(sb.path("child")).is_ok_and(|s| s.ends_with('\n'))
     });
-    let read = |f: &str| -> i32 {
-        fs::read_to_string(sb.path(f))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (task, child) = (read("task"), read("child"));
+    let (task, child) = (pid_in(&sb, "task"), pid_in(&sb, "child"));
     assert!(is_alive(task) && is_alive(child));
     sigkill(run.pid());
     run.kill_and_reap();
@@ -342,20 +325,36 @@ fn a_task_runs_with_its_users_groups_and_home() {
 /// stop before `a` (still starting), though `a`'s start is the one still under way.
 const ORDER_STACK: &str = "[services.a]\ncommand = \"trap 'echo a >> order; exit 0' TERM; sleep 1000 & wait\"\nready = \"file:never\"\nready_timeout = \"100s\"\n\n[services.b]\ncommand = \"trap 'echo b >> order; exit 0' TERM; sleep 1000 & wait\"\nneeds = { a = \"started\" }\n";
 
-fn assert_wound_down_in_order(sb: &Sandbox, done: &Done) {
+/// pm-up died of SIGINT, its services' TERM traps wrote `order` as expected, and nothing
+/// is left.
+fn assert_wound_down_in_order(sb: &Sandbox, done: &Done, order: &str) {
+    assert_died_of_sigint(done);
+    assert_eq!(
+        fs::read_to_string(sb.path("order")).unwrap_or_default(),
+        order,
+        "stopped out of order: {}",
+        done.describe()
+    );
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+#[track_caller]
+fn assert_died_of_sigint(done: &Done) {
     assert_eq!(
         done.status.signal(),
         Some(Signal::SIGINT as i32),
         "{}",
         done.describe()
     );
-    assert_eq!(
-        fs::read_to_string(sb.path("order")).unwrap_or_default(),
-        "b\na\n",
-        "a was stopped before b, which needs it: {}",
-        done.describe()
-    );
-    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// The PID a test's shell command wrote to the sandbox file `f`.
+fn pid_in(sb: &Sandbox, f: &str) -> i32 {
+    fs::read_to_string(sb.path(f))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// SIGINT sent to pm-up alone.
@@ -367,7 +366,7 @@ fn an_interrupt_stops_a_need_still_starting_after_its_dependent() {
     wait_until("b is running", || sb.state_of("b") == "running");
     kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
     let done = run.finish(Duration::from_secs(60));
-    assert_wound_down_in_order(&sb, &done);
+    assert_wound_down_in_order(&sb, &done, "b\na\n");
 }
 
 /// pm-up on a pseudo-terminal of its own (its session's controlling terminal, pm-up the
@@ -426,7 +425,7 @@ fn ctrl_c_at_a_terminal_stops_a_need_still_starting_after_its_dependent() {
         wait_until("b is running", || sb.state_of("b") == "running");
         fs::write(sb.path("ctrl-c"), "").unwrap();
         let done = run.finish(Duration::from_secs(60));
-        assert_wound_down_in_order(&sb, &done);
+        assert_wound_down_in_order(&sb, &done, "b\na\n");
     }
 }
 
@@ -477,19 +476,7 @@ fn an_interrupt_keeps_a_need_reached_through_a_task_until_its_dependent_is_stopp
     wait_until("app is starting", || sb.pid("app").is_some_and(is_alive));
     kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
     let done = run.finish(Duration::from_secs(60));
-    assert_eq!(
-        done.status.signal(),
-        Some(Signal::SIGINT as i32),
-        "{}",
-        done.describe()
-    );
-    assert_eq!(
-        fs::read_to_string(sb.path("order")).unwrap_or_default(),
-        "app\ndb\n",
-        "db was stopped before app: {}",
-        done.describe()
-    );
-    wait_until("the sandbox is empty", || sb.processes().is_empty());
+    assert_wound_down_in_order(&sb, &done, "app\ndb\n");
 }
 
 /// SIGKILL of pm-up's whole process group (a job killed by `kill -9 -PGID`, `timeout -s
@@ -508,14 +495,7 @@ fn a_killed_job_leaves_no_task_behind() {
     wait_until("the task began", || {
         fs::read_to_string(sb.path("child")).is_ok_and(|s| s.ends_with('\n'))
     });
-    let read = |f: &str| -> i32 {
-        fs::read_to_string(sb.path(f))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let (task, child) = (read("task"), read("child"));
+    let (task, child) = (pid_in(&sb, "task"), pid_in(&sb, "child"));
     kill(Pid::from_raw(-run.pid()), Signal::SIGKILL).unwrap();
     run.kill_and_reap();
     wait_until("the task and its child are gone", || {
@@ -545,12 +525,7 @@ fn an_interrupt_leaves_a_service_restarted_by_hand() {
     let a = sb.pid("a").unwrap();
     kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
     let done = run.finish(Duration::from_secs(60));
-    assert_eq!(
-        done.status.signal(),
-        Some(Signal::SIGINT as i32),
-        "{}",
-        done.describe()
-    );
+    assert_died_of_sigint(&done);
     assert!(
         is_alive(a),
         "the hand-started a was stopped: {}",
