@@ -120,22 +120,13 @@ fn candidates(record: &Record, pidfile: Option<&pidfile::PidFile>) -> Vec<(i32, 
 /// Looks at `name`: its record (if any), its PID file (recorded, or from `template`), and
 /// the process table. Read-only: takes no lock, writes nothing.
 pub fn inspect(sd: &StateDir, name: &Name, template: Option<&str>) -> Inspection {
-    inspect_record(sd, name, template, sd.read_record(name))
+    look(sd, name, template, sd.read_record(name), false)
 }
 
 /// [`inspect`] with the record already read (pm-status reads every record once, to list
-/// them in start order, and does not read them again).
-pub fn inspect_record(
-    sd: &StateDir,
-    name: &Name,
-    template: Option<&str>,
-    record: Result<Option<Record>>,
-) -> Inspection {
-    look(sd, name, template, record, false)
-}
-
-/// [`inspect_record`] with the cgroup's [`Inspection::usage`], read while its directory
-/// is open (one component from it per file, not a walk of the whole path each).
+/// them in start order, and does not read them again), and the cgroup's
+/// [`Inspection::usage`], read while its directory is open (one component from it per
+/// file, not a walk of the whole path each).
 pub fn report_record(
     sd: &StateDir,
     name: &Name,
