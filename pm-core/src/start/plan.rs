@@ -117,6 +117,61 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).map_err(|e| Error::io(p, e))
 }
 
+/// The recorded limits, with those given now over them.
+fn limits_of(cli: &Request, rec: Option<&Record>) -> record::Limits {
+    let mut limits = rec.map(|r| r.limits.clone()).unwrap_or_default();
+    if let Some(m) = cli.memory_max {
+        limits.memory_max = Some(m);
+    }
+    if let Some(c) = &cli.cpu_max {
+        limits.cpu_max = Some(c.clone());
+    }
+    if let Some(p) = cli.pids_max {
+        limits.pids_max = Some(p);
+    }
+    limits
+}
+
+/// The recorded log rotation, with the options given now over it; `None`: no logger.
+fn log_rotation_of(cli: &Request, rec: Option<&Record>) -> Option<Rotation> {
+    if !cli.log_options_given() {
+        return rec.and_then(|r| r.log_rotation.clone());
+    }
+    let mut r = rec.and_then(|r| r.log_rotation.clone()).unwrap_or_default();
+    if let Some(m) = cli.log_max_size {
+        r.max_size = Some(m).filter(|m| *m > 0);
+    }
+    if let Some(k) = cli.log_keep {
+        r.keep = k;
+    }
+    r.timestamps |= cli.log_timestamps;
+    Some(r).filter(|r| r.max_size.is_some() || r.timestamps)
+}
+
+/// The program `argv[0]` runs: the recorded one, else looked up in the environment's PATH
+/// now. Resolved as root, a path may lead where another user cannot go (a PATH entry under
+/// /root): for a `--user` service exec searches the recorded PATH itself, as that user.
+fn exe_of(
+    rec: Option<&Record>,
+    other_user: bool,
+    environment: &[(String, String)],
+    argv: &[String],
+    cwd: &Path,
+) -> Option<PathBuf> {
+    match rec.and_then(|r| r.exe.clone()) {
+        _ if other_user => None,
+        Some(e) => Some(e),
+        None => {
+            let path = environment
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.as_str());
+            argv.first()
+                .and_then(|p| spawn::resolve_program(p, path, cwd))
+        }
+    }
+}
+
 impl Spec {
     /// Merges the command line over the record (for a restart) or over the defaults.
     pub(crate) fn build(
@@ -173,31 +228,10 @@ impl Spec {
             .ready_timeout
             .or(rec.map(|r| r.ready_timeout))
             .unwrap_or(record::DEFAULT_READY_TIMEOUT);
-        let mut limits = rec.map(|r| r.limits.clone()).unwrap_or_default();
-        if let Some(m) = cli.memory_max {
-            limits.memory_max = Some(m);
-        }
-        if let Some(c) = &cli.cpu_max {
-            limits.cpu_max = Some(c.clone());
-        }
-        if let Some(p) = cli.pids_max {
-            limits.pids_max = Some(p);
-        }
+        let limits = limits_of(cli, rec);
         let argv = rec.map_or_else(|| cli.command.clone(), |r| r.command.clone());
         let restart = restart_settings(cli, rec)?;
-        let log_rotation = if cli.log_options_given() {
-            let mut r = rec.and_then(|r| r.log_rotation.clone()).unwrap_or_default();
-            if let Some(m) = cli.log_max_size {
-                r.max_size = Some(m).filter(|m| *m > 0);
-            }
-            if let Some(k) = cli.log_keep {
-                r.keep = k;
-            }
-            r.timestamps |= cli.log_timestamps;
-            Some(r).filter(|r| r.max_size.is_some() || r.timestamps)
-        } else {
-            rec.and_then(|r| r.log_rotation.clone())
-        };
+        let log_rotation = log_rotation_of(cli, rec);
         // A restart from the record runs what the first start ran, in its environment;
         // records from before these fields were kept fall back to the caller's.
         let environment = match rec {
@@ -205,20 +239,7 @@ impl Spec {
             _ => caller_environment(),
         };
         let user = cli.user.clone().or(rec.and_then(|r| r.user.clone()));
-        // Resolved as root, a path may lead where the --user cannot go (a PATH entry under
-        // /root): for another user exec searches the recorded PATH itself, as that user.
-        let exe = match rec.and_then(|r| r.exe.clone()) {
-            _ if user.is_some() => None,
-            Some(e) => Some(e),
-            None => {
-                let path = environment
-                    .iter()
-                    .find(|(k, _)| k == "PATH")
-                    .map(|(_, v)| v.as_str());
-                argv.first()
-                    .and_then(|p| spawn::resolve_program(p, path, &cwd))
-            }
-        };
+        let exe = exe_of(rec, user.is_some(), &environment, &argv, &cwd);
         Ok(Spec {
             // From the record (pm-restart, a start by hand): still the stack's member, but
             // no longer started by that pm-up run, which must not stop it on an interrupt.
