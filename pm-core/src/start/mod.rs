@@ -175,16 +175,7 @@ fn admit(
     loop {
         let prior = sd.read_record(name)?;
         let spec = plan::Spec::build(req, name.clone(), sd, prior.as_ref())?;
-        let creds = spec.user.as_deref().map(Credentials::resolve).transpose()?;
-        if let Some(c) = &creds {
-            let me = nix::unistd::geteuid();
-            if !me.is_root() && me != c.uid {
-                return Err(Error::Start(format!(
-                    "--user {}: only root can start a service as another user",
-                    c.user
-                )));
-            }
-        }
+        let creds = credentials(&spec)?;
         sd.remove_stale_temps(name);
         let seen = inspect(sd, name, None);
         if let Some(e) = &seen.error {
@@ -295,6 +286,21 @@ fn admit(
             _ => go!(),
         }
     }
+}
+
+/// The `--user` the service runs as, resolved; only root may name another user.
+fn credentials(spec: &plan::Spec) -> Result<Option<Credentials>> {
+    let creds = spec.user.as_deref().map(Credentials::resolve).transpose()?;
+    if let Some(c) = &creds {
+        let me = nix::unistd::geteuid();
+        if !me.is_root() && me != c.uid {
+            return Err(Error::Start(format!(
+                "--user {}: only root can start a service as another user",
+                c.user
+            )));
+        }
+    }
+    Ok(creds)
 }
 
 /// Says what a start of a running service does: nothing, and whether it was asked for a
