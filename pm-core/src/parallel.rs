@@ -94,19 +94,33 @@ pub fn map_in_order<T: Send, R: Send>(
     // Workers that are gone, also by a panic in `f`: the results they left are all
     // there will be, and waiting for more would hang.
     let gone = AtomicUsize::new(0);
-    struct Gone<'a>(&'a AtomicUsize, &'a dyn Fn());
+    // A worker panicked: its item never comes, so nobody waits any more (the scope then
+    // passes the panic on).
+    let broken = std::sync::atomic::AtomicBool::new(false);
+    struct Gone<'a>(
+        &'a AtomicUsize,
+        &'a std::sync::atomic::AtomicBool,
+        &'a dyn Fn(),
+    );
     impl Drop for Gone<'_> {
         fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.1.store(true, Ordering::Release);
+            }
             self.0.fetch_add(1, Ordering::AcqRel);
-            (self.1)();
+            (self.2)();
         }
     }
+    let broke = || broken.load(Ordering::Acquire);
     let work = || {
-        let _gone = Gone(&gone, &notify);
+        let _gone = Gone(&gone, &broken, &notify);
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(slot) = inputs.get(i) else { break };
-            wait(&|| i < taken.load(Ordering::Acquire) + window);
+            wait(&|| i < taken.load(Ordering::Acquire) + window || broke());
+            if broke() {
+                break;
+            }
             let item = slot.lock().map(|mut s| s.take()).ok().flatten();
             let r = item.map(&f);
             if let Ok(mut out) = outputs[i].lock() {
@@ -133,8 +147,11 @@ pub fn map_in_order<T: Send, R: Send>(
             return;
         }
         for (i, out) in outputs.iter().enumerate() {
-            let ready =
-                || out.lock().is_ok_and(|o| o.is_some()) || gone.load(Ordering::Acquire) >= started;
+            let ready = || {
+                out.lock().is_ok_and(|o| o.is_some())
+                    || gone.load(Ordering::Acquire) >= started
+                    || broke()
+            };
             wait(&ready);
             if let Some(r) = out.lock().ok().and_then(|mut o| o.take()) {
                 sink(r);
@@ -214,6 +231,22 @@ mod tests {
             },
         );
         assert_eq!(seen, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn map_in_order_passes_a_panic_on_and_does_not_hang() {
+        let run = std::panic::catch_unwind(|| {
+            super::map_in_order(
+                (0..1000u32).collect(),
+                4,
+                |i| {
+                    assert!(i != 100, "item 100");
+                    i
+                },
+                |_| {},
+            )
+        });
+        assert!(run.is_err());
     }
 
     #[test]

@@ -40,32 +40,11 @@ pub struct Stat {
 /// Reads a /proc or cgroupfs file whole. These report size 0, so `fs::read_to_string`
 /// stats and seeks the file and then reads in growing 32-byte steps; a 4 KiB buffer takes
 /// most such files in one read(2) and the read that says EOF.
-/// A seq_file of the kernel's (cgroupfs, /proc) read in one `read` where it fits: such a
-/// file fills a read as far as it can, so a short read is its end, and the usual second
-/// read that returns 0 is not needed (it costs as much as the first, 1000 services over).
+/// A kernel file (cgroupfs, /proc) read whole from `f`, to the read that returns 0: a
+/// seq_file may return less than asked before its end (cgroup.procs of a cgroup with
+/// hundreds of processes does).
 pub fn read_seq(mut f: fs::File) -> io::Result<String> {
     use std::io::Read;
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        match f.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        if len < buf.len() {
-            break;
-        }
-        buf.resize(len * 2, 0);
-    }
-    buf.truncate(len);
-    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-pub fn read_pseudo(path: impl AsRef<std::path::Path>) -> io::Result<String> {
-    use std::io::Read;
-    let mut f = fs::File::open(path)?;
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     loop {
@@ -81,6 +60,10 @@ pub fn read_pseudo(path: impl AsRef<std::path::Path>) -> io::Result<String> {
     }
     buf.truncate(len);
     String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+pub fn read_pseudo(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    read_seq(fs::File::open(path)?)
 }
 
 impl Stat {

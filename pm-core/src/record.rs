@@ -405,10 +405,30 @@ fn environment_unless_reporting<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Vec<(String, String)>, D::Error> {
     if REPORTING.with(|r| r.get()) {
-        serde::de::IgnoredAny::deserialize(d)?;
+        // Checked as a list of string pairs (a record is corrupt either way), not kept.
+        Vec::<(Str, Str)>::deserialize(d)?;
         return Ok(Vec::new());
     }
     Vec::deserialize(d)
+}
+
+/// A string, checked but not kept (no allocation).
+struct Str;
+
+impl<'de> Deserialize<'de> for Str {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Str, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Str;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<Str, E> {
+                Ok(Str)
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 impl Record {

@@ -124,7 +124,7 @@ pub fn probe_pre_exec(
     lifeline: i32,
     creds: Option<(Vec<nix::unistd::Gid>, nix::unistd::Gid, nix::unistd::Uid)>,
 ) {
-    // SAFETY: setpgid, dup2, fcntl and setgroups/setgid/setuid are async-signal-safe;
+    // SAFETY: signal, setpgid, dup2, fcntl and setgroups/setgid/setuid are async-signal-safe;
     // nothing allocates.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(cmd, move || {
@@ -134,6 +134,9 @@ pub fn probe_pre_exec(
             } else {
                 libc::dup2(lifeline, 3)
             };
+            // Not inherited from pm-up's child (which ignores it): the probe runs as the
+            // service would.
+            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
             if libc::setpgid(0, 0) != 0 || fd < 0 {
                 return Err(io::Error::last_os_error());
             }
