@@ -15,11 +15,16 @@ pub const MAX_THREADS: usize = 4;
 /// Below this many items one thread is faster than starting more.
 const MIN_ITEMS: usize = 64;
 
+/// Threads worth starting: one per CPU, at most [`MAX_THREADS`].
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+}
+
 /// `items.into_iter().map(f).collect()`, on up to [`MAX_THREADS`] threads.
 pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_THREADS);
+    let threads = threads();
     if threads < 2 || items.len() < MIN_ITEMS {
         return items.into_iter().map(f).collect();
     }
@@ -62,9 +67,7 @@ pub fn map_in_order<T: Send, R: Send>(
     mut sink: impl FnMut(R),
 ) {
     use std::sync::Condvar;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_THREADS);
+    let threads = threads();
     if threads < 2 || items.len() < MIN_ITEMS {
         items.into_iter().map(f).for_each(sink);
         return;

@@ -120,13 +120,7 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
             None => launch_ready(stack, &sd, &old, &run, &mut progress),
             Some(sig) => wind_down(&sd, stack, &run, sig, &progress, &mut came_up, &mut told),
         }
-        let children: Vec<(&str, Pid)> = progress
-            .iter()
-            .filter_map(|(n, p)| match p {
-                Progress::Starting(pid, _) => Some((*n, *pid)),
-                _ => None,
-            })
-            .collect();
+        let children = in_progress(&progress);
         if children.is_empty() {
             let launchable =
                 interrupted.is_none() && progress.values().any(|p| *p == Progress::Waiting);
@@ -165,6 +159,17 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
     }
     let ok = progress.values().all(|p| matches!(p, Progress::Up { .. }));
     Ok(if ok { Code::Ok } else { Code::Failure }.into())
+}
+
+/// The services a child of pm-up is starting, with that child.
+fn in_progress<'a>(progress: &BTreeMap<&'a str, Progress>) -> Vec<(&'a str, Pid)> {
+    progress
+        .iter()
+        .filter_map(|(n, p)| match p {
+            Progress::Starting(pid, _) => Some((*n, *pid)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Waits for a signal (a child's exit, an interrupt) or, with `watch`, a record's change;
@@ -638,13 +643,7 @@ fn wind_down<'a>(
     told: &mut Vec<Pid>,
 ) {
     loop {
-        let starting: Vec<(&str, Pid)> = progress
-            .iter()
-            .filter_map(|(n, p)| match p {
-                Progress::Starting(pid, _) => Some((*n, *pid)),
-                _ => None,
-            })
-            .collect();
+        let starting = in_progress(progress);
         let live: Vec<&str> = starting
             .iter()
             .map(|(n, _)| *n)
