@@ -932,6 +932,11 @@ fn the_leader_runs_nothing_outside_its_cgroup_with_clone3_or_without() {
             "{name}: the leader's first command saw {seen:?}, not {}",
             rel(&leaf)
         );
+        // `cat` may still be alive after its write: the shell reaps it before it execs
+        // sleep, so wait for that before counting.
+        wait_until("the leader to exec sleep", || {
+            procfs::cmdline(pid).first().map(String::as_str) == Some("sleep")
+        });
         // The service and its logger, nothing else, and both in the cgroup.
         let live = live_in(&leaf);
         assert_eq!(live.len(), 2, "{name}: {live:?}");
