@@ -86,7 +86,7 @@ pub fn meanings(tool: &str) -> Vec<(String, &'static str)> {
         "pm-start" => vec![
             (Code::Ok.as_i32().to_string(), "the service is up (or was already running)"),
             (Code::Failure.as_i32().to_string(), "it could not be started: not found, not executable, exited early, killed, not ready in time; the reason and the log tail are on stderr"),
-            (Code::Unknown.as_i32().to_string(), "no COMMAND was given and NAME has no record"),
+            (Code::Unknown.as_i32().to_string(), "no COMMAND was given and NAME has no record (for @TAG: no record has the tag)"),
             (INTERRUPTED.to_string(), "interrupted by SIGINT, SIGTERM or SIGHUP while waiting: the half-started service is stopped, then pm-start dies of that signal (the shell reports 128 + N and stops a loop)"),
         ],
         "pm-stop" => vec![

@@ -403,6 +403,43 @@ impl StateDir {
         Ok(out)
     }
 
+    /// `names` with each service after the services its record says it needs (pm-up
+    /// records a stack service's needs), otherwise in the order given: the order in which
+    /// to start them. A name without a readable record, or a cycle a hostile record makes,
+    /// keeps its place.
+    pub fn needs_first(&self, names: Vec<Name>) -> Vec<Name> {
+        let needs: Vec<Vec<String>> = names
+            .iter()
+            .map(|n| match self.read_record(n) {
+                Ok(Some(r)) => r
+                    .stack
+                    .map(|s| s.needs.into_iter().map(|x| x.name).collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let mut placed = vec![false; names.len()];
+        let mut out = Vec::with_capacity(names.len());
+        while out.len() < names.len() {
+            let waiting = |i: usize| {
+                needs[i].iter().any(|x| {
+                    names
+                        .iter()
+                        .zip(&placed)
+                        .any(|(n, p)| !p && n.as_str() == x)
+                })
+            };
+            // The first one whose needs are all placed; in a cycle, the first one left.
+            let next = (0..names.len())
+                .find(|&i| !placed[i] && !waiting(i))
+                .or_else(|| (0..names.len()).find(|&i| !placed[i]));
+            let Some(i) = next else { break };
+            placed[i] = true;
+            out.push(names[i].clone());
+        }
+        out
+    }
+
     /// [`StateDir::list`] for reports: each record's `environment` (most of its size) is
     /// dropped as soon as it is read, so a thousand records do not sit in memory with a
     /// thousand copies of the caller's environment. Never write these records back.

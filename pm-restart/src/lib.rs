@@ -4,11 +4,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use pm_core::report::say;
-use pm_core::start::{Ended, Request};
-use pm_core::{Code, StateDir};
+use pm_core::start::{run_each, Request};
+use pm_core::StateDir;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -35,27 +34,19 @@ pub struct Cli {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let sd = StateDir::resolve(cli.state.dir(), true)?;
     let names = sd.targets(&cli.names)?;
-    let mut codes = Vec::new();
-    for name in &names {
+    let ended = run_each("pm-restart", &names, |name| {
         // A supervised service's monitor goes first, outside the lock it would need to
         // restart the service (as pm-stop does it).
-        if let Ok(Some(rec)) = sd.read_record(name) {
-            if let Err(e) = pm_core::monitor::stop_monitor(&rec, rec.stop_timeout) {
-                say("pm-restart", name.as_str(), &e);
-                codes.push(Code::Failure);
-                continue;
-            }
+        if let Some(rec) = sd.read_record(name)? {
+            pm_core::monitor::stop_monitor(&rec, rec.stop_timeout)?;
         }
         let req = Request {
             replace: true,
             ..Request::again(name, sd.path())
         };
-        match pm_core::start::run(&req).with_context(|| name.to_string())? {
-            Ended::Code(c) => codes.push(c),
-            e @ Ended::Signal(_) => return Ok(e.exit()),
-        }
-    }
-    Ok(Code::worst(codes).into())
+        pm_core::start::run(&req)
+    });
+    Ok(ended.exit())
 }
 
 #[cfg(test)]

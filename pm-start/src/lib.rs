@@ -14,6 +14,7 @@ use clap::Parser;
 use nix::sys::signal::Signal;
 use pm_core::cli;
 use pm_core::start::Request;
+use pm_core::StateDir;
 
 pub use pm_core::start::internal_entry;
 
@@ -31,14 +32,19 @@ Examples:
         --ready 'exec:pg_isready -h 127.0.0.1 -p 5432' -- postgres -D /srv/pg
 
   Start it again later from its record:
-    pm-start web";
+    pm-start web
+
+  Start every service of a stack tagged front again, needs first:
+    pm-start @front";
 
 /// Start a service detached, log its output, and wait until it is up.
 #[derive(Debug, Parser)]
 #[command(name = "pm-start", version, after_help = EXAMPLES)]
 pub struct Cli {
-    /// Service name: 1-128 of A-Z a-z 0-9 . _ @ - (service@instance for templates)
-    #[arg(value_name = "NAME")]
+    /// Service name: 1-128 of A-Z a-z 0-9 . _ @ - (service@instance for templates).
+    /// Without COMMAND, @TAG starts every recorded service with that tag again from its
+    /// record, each after what its record says it needs
+    #[arg(value_name = "NAME|@TAG")]
     pub name: String,
 
     /// Command and arguments (no shell). Omit to start NAME again from its record.
@@ -153,10 +159,10 @@ fn max_restarts(s: &str) -> Result<(u32, Option<Duration>), String> {
 }
 
 impl Cli {
-    /// The start this command line asks for.
-    pub fn request(&self) -> Request {
+    /// The start this command line asks for, of service `name`.
+    pub fn request(&self, name: &str) -> Request {
         Request {
-            name: self.name.clone(),
+            name: name.to_string(),
             command: self.command.clone(),
             state_dir: self.state.state_dir.clone(),
             pidfile: self.pidfile.clone(),
@@ -187,7 +193,16 @@ impl Cli {
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let ended = pm_core::start::run(&cli.request()).with_context(|| cli.name.clone())?;
+    // With a COMMAND, `@x` can only be a NAME: a command is not given to a set.
+    if !cli.name.starts_with('@') || !cli.command.is_empty() {
+        let ended = pm_core::start::run(&cli.request(&cli.name)).with_context(|| cli.name.clone())?;
+        return Ok(ended.exit());
+    }
+    let sd = StateDir::resolve(cli.state.dir(), true)?;
+    let names = sd.needs_first(sd.targets(std::slice::from_ref(&cli.name))?);
+    let ended = pm_core::start::run_each("pm-start", &names, |name| {
+        pm_core::start::run(&cli.request(name.as_str()))
+    });
     Ok(ended.exit())
 }
 

@@ -73,6 +73,29 @@ impl Ended {
     }
 }
 
+/// Runs `one` for each of `names` in turn, as pm-start and pm-restart do for several
+/// services: an error is said (as `tool: NAME: error`) and the next name goes on; the
+/// worst code wins (see [`Code::worst`]). An interrupt ends it at once, after `one` has
+/// stopped what it started: the rest are not started.
+pub fn run_each(
+    tool: &str,
+    names: &[Name],
+    mut one: impl FnMut(&Name) -> Result<Ended>,
+) -> Ended {
+    let mut codes = Vec::new();
+    for name in names {
+        match one(name) {
+            Ok(Ended::Code(c)) => codes.push(c),
+            Ok(e @ Ended::Signal(_)) => return e,
+            Err(e) => {
+                say(tool, name.as_str(), &e);
+                codes.push(e.exit_code());
+            }
+        }
+    }
+    Ended::Code(Code::worst(codes))
+}
+
 /// One whole start as pm-start makes it: with `--restart` (or a supervised record) the
 /// monitor is forked first and runs the start, then supervises; this process then ends as
 /// the monitor reports.

@@ -287,6 +287,40 @@ fn tags_select_services_in_every_tool() {
     assert_nothing_left(&sb);
 }
 
+/// `pm-start @TAG` starts every recorded service with that tag again from its record,
+/// each after what its record says it needs, even where the start order of the records
+/// says otherwise (db was restarted by hand after web); other services are not touched.
+#[test]
+fn start_of_a_tag_starts_its_services_again_needs_first() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.db]\ncommand = \"trap 'rm -f db.up; exit 0' TERM; touch db.up; sleep 1000 & wait\"\nready = \"file:db.up\"\ntags = [\"app\"]\n\n[services.web]\ncommand = \"test -e db.up || exit 7; exec sleep 1000\"\nneeds = { db = \"ready\" }\ntags = [\"app\"]\n\n[services.c]\ncommand = [\"sleep\", \"1001\"]\ntags = [\"other\"]\n",
+    );
+    assert_success(&up(&sb, &[]), "pm-up");
+    assert_success(&sb.cmd("pm-restart").arg("db").output().unwrap(), "pm-restart db");
+    let c = live_pid(&sb, "c");
+    assert_success(&sb.stop(&["@app"]), "pm-stop @app");
+    assert!(!sb.path("db.up").exists(), "db did not stop by its trap");
+    let out = sb.cmd("pm-start").arg("@app").output().unwrap();
+    assert_success(&out, "pm-start @app");
+    let (db, web) = (live_pid(&sb, "db"), live_pid(&sb, "web"));
+    assert_eq!(sb.state_of("db"), "running");
+    assert_eq!(sb.state_of("web"), "running");
+    assert_eq!(procfs::cmdline(web).first().map(String::as_str), Some("sleep"));
+    assert_ne!(db, web);
+    assert_eq!(live_pid(&sb, "c"), c, "a service of another tag was touched");
+    let out = sb.cmd("pm-start").arg("@nope").output().unwrap();
+    assert_code(&out, 4);
+    assert!(
+        stderr(&out).contains("no recorded service is tagged \"nope\""),
+        "{}",
+        describe(&out)
+    );
+    assert_success(&down(&sb, &[]), "pm-down");
+    assert_nothing_left(&sb);
+}
+
 /// `started`: b needs a only started, and a is ready only once b has begun. Were
 /// `started` waited for as `ready`, a would never become ready.
 #[test]
