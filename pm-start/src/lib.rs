@@ -195,7 +195,8 @@ impl Cli {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     // With a COMMAND, `@x` can only be a NAME: a command is not given to a set.
     if !cli.name.starts_with('@') || !cli.command.is_empty() {
-        let ended = pm_core::start::run(&cli.request(&cli.name)).with_context(|| cli.name.clone())?;
+        let ended =
+            pm_core::start::run(&cli.request(&cli.name)).with_context(|| cli.name.clone())?;
         return Ok(ended.exit());
     }
     let sd = StateDir::resolve(cli.state.dir(), true)?;

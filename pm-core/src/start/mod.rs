@@ -77,11 +77,7 @@ impl Ended {
 /// services: an error is said (as `tool: NAME: error`) and the next name goes on; the
 /// worst code wins (see [`Code::worst`]). An interrupt ends it at once, after `one` has
 /// stopped what it started: the rest are not started.
-pub fn run_each(
-    tool: &str,
-    names: &[Name],
-    mut one: impl FnMut(&Name) -> Result<Ended>,
-) -> Ended {
+pub fn run_each(tool: &str, names: &[Name], mut one: impl FnMut(&Name) -> Result<Ended>) -> Ended {
     let mut codes = Vec::new();
     for name in names {
         match one(name) {

@@ -298,7 +298,10 @@ fn start_of_a_tag_starts_its_services_again_needs_first() {
         "[services.db]\ncommand = \"trap 'rm -f db.up; exit 0' TERM; touch db.up; sleep 1000 & wait\"\nready = \"file:db.up\"\ntags = [\"app\"]\n\n[services.web]\ncommand = \"test -e db.up || exit 7; exec sleep 1000\"\nneeds = { db = \"ready\" }\ntags = [\"app\"]\n\n[services.c]\ncommand = [\"sleep\", \"1001\"]\ntags = [\"other\"]\n",
     );
     assert_success(&up(&sb, &[]), "pm-up");
-    assert_success(&sb.cmd("pm-restart").arg("db").output().unwrap(), "pm-restart db");
+    assert_success(
+        &sb.cmd("pm-restart").arg("db").output().unwrap(),
+        "pm-restart db",
+    );
     let c = live_pid(&sb, "c");
     assert_success(&sb.stop(&["@app"]), "pm-stop @app");
     assert!(!sb.path("db.up").exists(), "db did not stop by its trap");
@@ -307,9 +310,16 @@ fn start_of_a_tag_starts_its_services_again_needs_first() {
     let (db, web) = (live_pid(&sb, "db"), live_pid(&sb, "web"));
     assert_eq!(sb.state_of("db"), "running");
     assert_eq!(sb.state_of("web"), "running");
-    assert_eq!(procfs::cmdline(web).first().map(String::as_str), Some("sleep"));
+    assert_eq!(
+        procfs::cmdline(web).first().map(String::as_str),
+        Some("sleep")
+    );
     assert_ne!(db, web);
-    assert_eq!(live_pid(&sb, "c"), c, "a service of another tag was touched");
+    assert_eq!(
+        live_pid(&sb, "c"),
+        c,
+        "a service of another tag was touched"
+    );
     let out = sb.cmd("pm-start").arg("@nope").output().unwrap();
     assert_code(&out, 4);
     assert!(
