@@ -117,14 +117,6 @@ impl Drop for Guard {
     }
 }
 
-/// Held while a MariaDB data directory is made: two mariadb-install-db runs at once (this
-/// file's tests run in parallel) have failed here now and then.
-static MARIADB_INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn mariadb_install_lock() -> std::sync::MutexGuard<'static, ()> {
-    MARIADB_INSTALL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The unprivileged user daemons run as when the suite runs as root.
 const USER: &str = "pmtest";
 
@@ -588,6 +580,8 @@ struct Maria {
     bin: MariaBin,
     port: u16,
     data: PathBuf,
+    /// Its own tmpdir (see [`Maria::setup`]).
+    tmp: PathBuf,
     sock: PathBuf,
     pidfile: PathBuf,
     /// `--user` for pm-start: the unprivileged user when the suite runs as root.
@@ -617,6 +611,14 @@ impl Maria {
             nix::unistd::chown(base.as_path(), Some(u.uid), Some(u.gid)).unwrap();
         }
         let data = base.join("data");
+        // A tmpdir of its own: a mariadbd that starts removes every `#sql*` file in its
+        // tmpdir, and with /tmp shared it removed a parallel test's install-db tables.
+        let tmp = base.join("tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        if let Some(u) = user {
+            let u = nix::unistd::User::from_name(u).unwrap().unwrap();
+            nix::unistd::chown(tmp.as_path(), Some(u.uid), Some(u.gid)).unwrap();
+        }
         let mut install = match user {
             Some(u) => {
                 let mut c = Command::new("runuser");
@@ -625,10 +627,10 @@ impl Maria {
             }
             None => Command::new(&bin.install_db),
         };
-        let _one_at_a_time = mariadb_install_lock();
         let out = install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", s(&data)))
+            .arg(format!("--tmpdir={}", s(&tmp)))
             .args([
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
@@ -643,6 +645,7 @@ impl Maria {
             bin,
             port: free_port(),
             data,
+            tmp,
             sock: base.join("mariadb.sock"),
             pidfile: base.join("mariadbd.pid"),
             user,
@@ -670,6 +673,7 @@ impl Maria {
             s(&self.bin.mariadbd).to_string(),
             "--no-defaults".into(),
             format!("--datadir={}", s(&self.data)),
+            format!("--tmpdir={}", s(&self.tmp)),
             format!("--socket={}", s(&self.sock)),
             format!("--pid-file={}", s(&self.pidfile)),
             format!("--port={}", self.port),
@@ -1460,9 +1464,7 @@ fn the_example_stack_comes_up_ready_goes_down_and_keeps_its_data() {
     let Some(st) = Grazr::setup(&g) else { return };
 
     // Up from nothing: the tasks make the data directories, everything ends up ready.
-    let installing = mariadb_install_lock();
     let out = st.up(&g);
-    drop(installing);
     assert_success(&out, "pm-up");
     for n in ["pg-init", "mariadb-init"] {
         assert!(
