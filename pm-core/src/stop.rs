@@ -651,70 +651,128 @@ fn stop_contained(mut plan: Plan, cg: &Cgroup) -> Result<Outcome> {
         let _ = cg.remove();
         return Ok(Outcome::AlreadyGone);
     }
-    let sig = plan.signal;
-    let pgrp = leader
-        .as_ref()
-        .and_then(|l| Stat::read(l.pid).ok().flatten())
-        .map(|s| s.pgrp);
-    let mut first = Targets::new();
-    if let Some(l) = leader {
-        first.seen.insert(l.pid);
-        first.handles.push(l);
-    }
-    let group: Vec<Stat> = members
-        .iter()
-        .filter(|s| pgrp.is_some_and(|g| g > 1 && s.pgrp == g))
-        .cloned()
-        .collect();
-    first.add_in(&group, &boot, cg)?;
-    let mut rest = Targets::new();
-    let fail = |first: &Targets, escalated: bool, reason: String| {
-        let mut left = first.alive();
-        left.extend(cg.members().iter().map(|s| s.pid));
-        left.sort_unstable();
-        left.dedup();
-        Outcome::Failed {
-            signal: sig,
-            escalated,
-            elapsed: started.elapsed(),
-            left,
-            reason,
-        }
-    };
-    // A process the caller may not signal (a setuid helper in a user's delegated cgroup)
-    // does not stop the stop: the others still get the signal, and cgroup.kill decides.
-    let mut denied = first.signal_each(&first.all(), sig);
-    let _ = first.wait(deadline);
-    // The rest, until a read of the cgroup finds nobody new (a fork between a read and
-    // the signals is found by the next read).
-    rest.seen.clone_from(&first.seen);
-    for _ in 0..64 {
-        let new = rest.add_in(&cg.members(), &boot, cg)?;
-        if new.is_empty() {
-            break;
-        }
-        denied = denied.or(rest.signal_each(&new, sig));
-    }
-    let swept = rest.handles.len();
     // A service's own script may run pm-stop/pm-stopall: then this process is in the
     // cgroup too, never signalled, and "empty" means "nobody but us" (cgroup.kill, and
     // the cgroup's removal, are out).
     let me = std::process::id() as i32;
-    let inside = cg.contains(me);
-    let done = |first: &Targets, rest: &mut Targets, deadline: Instant| -> Result<bool> {
-        if !inside {
-            return Ok(first.wait(deadline) && cg.wait_empty(deadline));
+    let cage = Cage {
+        cg,
+        boot: &boot,
+        sig: plan.signal,
+        me,
+        inside: cg.contains(me),
+    };
+    let first = cage.first(leader, &members)?;
+    // A process the caller may not signal (a setuid helper in a user's delegated cgroup)
+    // does not stop the stop: the others still get the signal, and cgroup.kill decides.
+    let mut denied = first.signal_each(&first.all(), plan.signal);
+    let _ = first.wait(deadline);
+    let mut rest = Targets::new();
+    rest.seen.clone_from(&first.seen);
+    denied = denied.or(cage.signal_the_rest(&mut rest)?);
+    let swept = rest.handles.len();
+    let mut escalated = false;
+    if !cage.done(&first, &mut rest, deadline)? {
+        let left = if plan.kill {
+            escalated = true;
+            cage.kill(&first, &mut rest)?;
+            (!cage.done(&first, &mut rest, process::deadline(KILL_WAIT))?)
+                .then_some("still running after SIGKILL")
+        } else {
+            Some("still running after the timeout (--no-kill)")
+        };
+        if let Some(reason) = left {
+            let reason = match denied {
+                Some(e) => format!("{reason}; {e}"),
+                None => reason.to_string(),
+            };
+            return Ok(Outcome::Failed {
+                signal: plan.signal,
+                escalated,
+                elapsed: started.elapsed(),
+                left: cage.left(&first),
+                reason,
+            });
+        }
+    }
+    if !cage.inside {
+        let _ = cg.remove();
+    }
+    Ok(Outcome::Stopped {
+        signal: plan.signal,
+        escalated,
+        elapsed: started.elapsed(),
+        swept,
+        contained: true,
+    })
+}
+
+/// A service's cgroup as [`stop_contained`] stops it.
+struct Cage<'a> {
+    cg: &'a Cgroup,
+    boot: &'a str,
+    sig: Signal,
+    me: i32,
+    /// This process is in the cgroup (a service's own script stops it).
+    inside: bool,
+}
+
+impl Cage<'_> {
+    /// What the stop signal goes to first: the leader and its process group.
+    fn first(&self, leader: Option<Handle>, members: &[Stat]) -> Result<Targets> {
+        let pgrp = leader
+            .as_ref()
+            .and_then(|l| Stat::read(l.pid).ok().flatten())
+            .map(|s| s.pgrp);
+        let mut first = Targets::new();
+        if let Some(l) = leader {
+            first.seen.insert(l.pid);
+            first.handles.push(l);
+        }
+        let group: Vec<Stat> = members
+            .iter()
+            .filter(|s| pgrp.is_some_and(|g| g > 1 && s.pgrp == g))
+            .cloned()
+            .collect();
+        first.add_in(&group, self.boot, self.cg)?;
+        Ok(first)
+    }
+
+    /// The stop signal to the rest of the cgroup, until a read of it finds nobody new
+    /// (a fork between a read and the signals is found by the next read).
+    fn signal_the_rest(&self, rest: &mut Targets) -> Result<Option<Error>> {
+        let mut denied = None;
+        for _ in 0..64 {
+            let new = rest.add_in(&self.cg.members(), self.boot, self.cg)?;
+            if new.is_empty() {
+                break;
+            }
+            denied = denied.or(rest.signal_each(&new, self.sig));
+        }
+        Ok(denied)
+    }
+
+    /// Waits until the cgroup is empty (but for this process, if it is inside), by
+    /// `deadline`; false if it is not.
+    fn done(&self, first: &Targets, rest: &mut Targets, deadline: Instant) -> Result<bool> {
+        if !self.inside {
+            return Ok(first.wait(deadline) && self.cg.wait_empty(deadline));
         }
         loop {
             if !(first.wait(deadline) && rest.wait(deadline)) {
                 return Ok(false);
             }
-            let others: Vec<Stat> = cg.members().into_iter().filter(|s| s.pid != me).collect();
+            let others: Vec<Stat> = self
+                .cg
+                .members()
+                .into_iter()
+                .filter(|s| s.pid != self.me)
+                .collect();
             if others.is_empty() {
                 return Ok(true);
             }
-            let new = rest.add_in(&others, &boot, cg)?;
-            let _ = rest.signal_each(&new, sig);
+            let new = rest.add_in(&others, self.boot, self.cg)?;
+            let _ = rest.signal_each(&new, self.sig);
             if new.is_empty() {
                 // Seen, signalled, gone by pidfd, yet listed: exiting right now.
                 if Instant::now() >= deadline {
@@ -723,55 +781,44 @@ fn stop_contained(mut plan: Plan, cg: &Cgroup) -> Result<Outcome> {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
         }
-    };
-    let mut escalated = false;
-    if !done(&first, &mut rest, deadline)? {
-        if !plan.kill {
-            let mut reason = "still running after the timeout (--no-kill)".to_string();
-            if let Some(e) = denied {
-                reason = format!("{reason}; {e}");
-            }
-            return Ok(fail(&first, false, reason));
-        }
-        escalated = true;
-        let live = first.live();
-        let _ = first.signal_each(&live, Signal::SIGKILL);
-        let killed = !inside && cg.kill().map_err(|e| Error::io(cg.path(), e))?;
-        // Then one by one too, until a read finds nothing new: without cgroup.kill (before
-        // Linux 5.14), from inside the cgroup, and for what cgroup.kill misses (a process
-        // whose main thread has exited while others run).
+    }
+
+    /// SIGKILL to all: cgroup.kill, then one by one too, until a read finds nothing new:
+    /// without cgroup.kill (before Linux 5.14), from inside the cgroup, and for what
+    /// cgroup.kill misses (a process whose main thread has exited while others run).
+    fn kill(&self, first: &Targets, rest: &mut Targets) -> Result<()> {
+        let _ = first.signal_each(&first.live(), Signal::SIGKILL);
+        let killed = !self.inside && self.cg.kill().map_err(|e| Error::io(self.cg.path(), e))?;
         for round in 0..64 {
-            if killed && round == 0 && cg.wait_empty(process::deadline(Duration::from_millis(50))) {
+            if killed
+                && round == 0
+                && self
+                    .cg
+                    .wait_empty(process::deadline(Duration::from_millis(50)))
+            {
                 break;
             }
-            let all = rest.add_in(&cg.members(), &boot, cg)?;
+            let all = rest.add_in(&self.cg.members(), self.boot, self.cg)?;
             let live: Vec<usize> = rest.live();
             if all.is_empty() && live.is_empty() {
                 break;
             }
             let _ = rest.signal_each(&live, Signal::SIGKILL);
-            if !cg.populated() {
+            if !self.cg.populated() {
                 break;
             }
         }
-        if !done(&first, &mut rest, process::deadline(KILL_WAIT))? {
-            let mut reason = "still running after SIGKILL".to_string();
-            if let Some(e) = denied {
-                reason = format!("{reason}; {e}");
-            }
-            return Ok(fail(&first, true, reason));
-        }
+        Ok(())
     }
-    if !inside {
-        let _ = cg.remove();
+
+    /// The PIDs still there after a stop that failed.
+    fn left(&self, first: &Targets) -> Vec<i32> {
+        let mut left = first.alive();
+        left.extend(self.cg.members().iter().map(|s| s.pid));
+        left.sort_unstable();
+        left.dedup();
+        left
     }
-    Ok(Outcome::Stopped {
-        signal: sig,
-        escalated,
-        elapsed: started.elapsed(),
-        swept,
-        contained: true,
-    })
 }
 
 /// The group a phase signals with killpg (if any) and the one it watches for members
@@ -1182,11 +1229,64 @@ pub fn stop_inspected(
         }
         return Ok(Report::Unknown);
     }
-    let ins_cgroup = ins
-        .cgroup
-        .clone()
-        .or_else(|| ins.record.as_ref()?.cgroup(sd));
+    let plan = plan_of(sd, name, &ins, opts)?;
+    let stopped_pid = plan.leader.as_ref().map(|h| h.pid);
     let record = ins.record.as_ref();
+    let mut journaled: Option<Vec<Proc>> = None;
+    let mut journal = |procs: &[Proc]| {
+        if let Some(r) = record {
+            let mut r = r.clone();
+            r.stopping = procs.to_vec();
+            // Only for resuming a stop that gets killed: a full disk must not keep pm-stop
+            // from stopping the service.
+            let _ = sd.write_record_unsynced(&r);
+        }
+        journaled = Some(procs.to_vec());
+    };
+    let outcome = stop(plan, &mut journal)?;
+
+    if opts.leftovers_only && outcome == Outcome::AlreadyGone {
+        return Ok(Report::NotRunning { note: None });
+    }
+    let mut note = ins.note.clone().filter(|_| ins.state == State::Dead);
+    if outcome.is_success() {
+        tidy_pidfile(&ins, stopped_pid.or(record.and_then(|r| r.pid)), &mut note)?;
+    }
+    // Nothing ran and the record already says stopped: keep the outcome of the stop that
+    // did the work (pm-status shows it as `last_stop`).
+    let already_stopped =
+        outcome == Outcome::AlreadyGone && record.is_some_and(|r| r.phase == Phase::Stopped);
+    if outcome.is_success() {
+        // The run is over, and with it what its logger had to say.
+        let _ = sd.remove_log_status(name);
+    }
+    if let Some(r) = record.filter(|_| !already_stopped) {
+        let mut r = r.clone();
+        r.last_stop = Some(outcome.last_stop(by));
+        if let Some(j) = journaled {
+            r.stopping = j;
+        }
+        if outcome.is_success() {
+            r.set_stopped();
+        }
+        sd.write_record(&r)?;
+    }
+    Ok(match outcome {
+        Outcome::AlreadyGone => Report::NotRunning { note },
+        o => Report::Ran(o),
+    })
+}
+
+/// How to stop what `ins` found: the signal and timeout (the caller's, else the
+/// record's), the verified leader, and what else counts as the service's.
+fn plan_of(
+    sd: &StateDir,
+    name: &Name,
+    ins: &crate::status::Inspection,
+    opts: &Options,
+) -> Result<Plan> {
+    let record = ins.record.as_ref();
+    let cgroup = ins.cgroup.clone().or_else(|| record?.cgroup(sd));
     let signal = match (opts.signal, record) {
         (Some(s), _) => s,
         (None, Some(r)) => r.stop_signal,
@@ -1214,8 +1314,7 @@ pub fn stop_inspected(
         Some(r) if this_boot => (r.pgid, r.sid),
         _ => (None, None),
     };
-    let stopped_pid = leader.as_ref().map(|h| h.pid);
-    let plan = Plan {
+    Ok(Plan {
         marker: record.map_or_else(|| format!("PM_NAME={name}"), |r| r.marker()),
         leader,
         pgid,
@@ -1228,68 +1327,36 @@ pub fn stop_inspected(
             .filter(|_| this_boot)
             .map(|r| r.stopping.clone())
             .unwrap_or_default(),
-        cgroup: ins_cgroup,
-    };
-    let mut journaled: Option<Vec<Proc>> = None;
-    let mut journal = |procs: &[Proc]| {
-        if let Some(r) = record {
-            let mut r = r.clone();
-            r.stopping = procs.to_vec();
-            // Only for resuming a stop that gets killed: a full disk must not keep pm-stop
-            // from stopping the service.
-            let _ = sd.write_record_unsynced(&r);
-        }
-        journaled = Some(procs.to_vec());
-    };
-    let outcome = stop(plan, &mut journal)?;
-
-    if opts.leftovers_only && outcome == Outcome::AlreadyGone {
-        return Ok(Report::NotRunning { note: None });
-    }
-    // PID files: remove ours if it names what we stopped, and any stale one.
-    let mut note = ins.note.clone().filter(|_| ins.state == State::Dead);
-    if let Some(pf) = &ins.pidfile {
-        if outcome.is_success() {
-            let mut removed = false;
-            if let Some(pid) = stopped_pid.or(record.and_then(|r| r.pid)) {
-                removed = pidfile::remove_if_names(pf, pid)?;
-            }
-            if !removed && ins.stale_pidfile {
-                // Re-check under the lock: still not naming a live process of ours.
-                let still_stale = match pidfile::read(pf) {
-                    Ok(Some(p)) => !process::check(p.pid, &p.expect())?.is_ours(),
-                    Ok(None) | Err(_) => false,
-                };
-                if still_stale && pidfile::remove(pf)? {
-                    let why = note.take().unwrap_or_else(|| "stale".into());
-                    note = Some(format!("removed stale PID file {}: {why}", pf.display()));
-                }
-            }
-        }
-    }
-    // Nothing ran and the record already says stopped: keep the outcome of the stop that
-    // did the work (pm-status shows it as `last_stop`).
-    let already_stopped =
-        outcome == Outcome::AlreadyGone && record.is_some_and(|r| r.phase == Phase::Stopped);
-    if outcome.is_success() {
-        // The run is over, and with it what its logger had to say.
-        let _ = sd.remove_log_status(name);
-    }
-    if let Some(r) = record.filter(|_| !already_stopped) {
-        let mut r = r.clone();
-        r.last_stop = Some(outcome.last_stop(by));
-        if let Some(j) = journaled {
-            r.stopping = j;
-        }
-        if outcome.is_success() {
-            r.set_stopped();
-        }
-        sd.write_record(&r)?;
-    }
-    Ok(match outcome {
-        Outcome::AlreadyGone => Report::NotRunning { note },
-        o => Report::Ran(o),
+        cgroup,
     })
+}
+
+/// After a stop that succeeded: removes the PID file if it names `stopped` (what was
+/// stopped), or if it was stale and still is (checked again, under the lock); a stale one
+/// removed is said in `note`.
+fn tidy_pidfile(
+    ins: &crate::status::Inspection,
+    stopped: Option<i32>,
+    note: &mut Option<String>,
+) -> Result<()> {
+    let Some(pf) = &ins.pidfile else {
+        return Ok(());
+    };
+    let mut removed = false;
+    if let Some(pid) = stopped {
+        removed = pidfile::remove_if_names(pf, pid)?;
+    }
+    if !removed && ins.stale_pidfile {
+        let still_stale = match pidfile::read(pf) {
+            Ok(Some(p)) => !process::check(p.pid, &p.expect())?.is_ours(),
+            Ok(None) | Err(_) => false,
+        };
+        if still_stale && pidfile::remove(pf)? {
+            let why = note.take().unwrap_or_else(|| "stale".into());
+            *note = Some(format!("removed stale PID file {}: {why}", pf.display()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
