@@ -115,9 +115,11 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
     let watch = if early { sd.watch_records() } else { None };
     // The children told of the interrupt.
     let mut told: Vec<Pid> = Vec::new();
+    // Each task runner's report of the task it spawned (see [`TaskReport`]).
+    let mut tasks: BTreeMap<Pid, std::os::fd::OwnedFd> = BTreeMap::new();
     loop {
         match interrupted {
-            None => launch_ready(stack, &sd, &old, &run, &mut progress),
+            None => launch_ready(stack, &sd, &old, &run, &mut progress, &mut tasks),
             Some(sig) => wind_down(&sd, stack, &run, sig, &progress, &mut came_up, &mut told),
         }
         let children = in_progress(&progress);
@@ -150,7 +152,14 @@ pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result
                 interrupted.get_or_insert(sig);
             }
         }
-        reap(&sd, &run, &children, &mut progress, &mut came_up);
+        reap(
+            &sd,
+            &run,
+            &children,
+            &mut progress,
+            &mut came_up,
+            &mut tasks,
+        );
     }
     if let Some(sig) = interrupted {
         // What came up with the last child's exit.
@@ -205,9 +214,21 @@ fn reap<'a>(
     children: &[(&'a str, Pid)],
     progress: &mut BTreeMap<&'a str, Progress>,
     came_up: &mut Vec<&'a str>,
+    tasks: &mut BTreeMap<Pid, std::os::fd::OwnedFd>,
 ) {
     for &(name, pid) in children {
-        let ended = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        let status = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+        if !matches!(status, Ok(WaitStatus::StillAlive)) {
+            let report = tasks.remove(&pid);
+            // A runner never dies of SIGKILL by its own doing: what its task left is
+            // killed here, as nobody else knows of it.
+            if let (Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _)), Some(fd)) = (status, report) {
+                if let Some(task) = TaskReport::read(fd) {
+                    task.sweep(name);
+                }
+            }
+        }
+        let ended = match status {
             Ok(WaitStatus::Exited(_, 0)) => Progress::Up {
                 started: started_by(sd, name, run),
             },
@@ -254,6 +275,7 @@ fn launch_ready<'a>(
     mask: &SigSet,
     run: &str,
     progress: &mut BTreeMap<&'a str, Progress>,
+    tasks: &mut BTreeMap<Pid, std::os::fd::OwnedFd>,
 ) {
     let names: Vec<&str> = progress.keys().copied().collect();
     for name in names {
@@ -301,7 +323,12 @@ fn launch_ready<'a>(
                 Progress::Failed
             }
             f => match fork_start(stack, sd, svc, mask, run, matches!(f, Found::Changed)) {
-                Ok(pid) => Progress::Starting(pid, false),
+                Ok((pid, report)) => {
+                    if let Some(fd) = report {
+                        tasks.insert(pid, fd);
+                    }
+                    Progress::Starting(pid, false)
+                }
                 // The starts already under way go on; what needs this one is skipped.
                 Err(e) => {
                     say(TOOL, name, format!("not started: {e}"));
@@ -313,7 +340,8 @@ fn launch_ready<'a>(
     }
 }
 
-/// Forks the child that starts `svc` (stopping the running one first if `restart`).
+/// Forks the child that starts `svc` (stopping the running one first if `restart`); for
+/// a task, with the pipe on which the child reports the task it spawned.
 fn fork_start(
     stack: &Stack,
     sd: &StateDir,
@@ -321,8 +349,15 @@ fn fork_start(
     mask: &SigSet,
     run: &str,
     restart: bool,
-) -> Result<Pid> {
+) -> Result<(Pid, Option<std::os::fd::OwnedFd>)> {
     let parent = nix::unistd::getpid();
+    let pipe = if svc.oneshot {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Error::Os(format!("pipe: {e}")))?;
+        Some((r, w))
+    } else {
+        None
+    };
     // Each child in a process group of its own (set on both sides of the fork, so no
     // signal finds it in pm-up's first): a terminal's Ctrl-C or hangup, and a kill of
     // pm-up's job, reach pm-up alone, which passes the interrupt on in dependency order
@@ -332,10 +367,11 @@ fn fork_start(
     match sys::fork_single_threaded().map_err(|e| Error::Os(format!("fork: {e}")))? {
         ForkResult::Parent { child } => {
             let _ = own_group(child);
-            Ok(child)
+            Ok((child, pipe.map(|(r, _)| r)))
         }
         ForkResult::Child => {
             let _ = own_group(nix::unistd::getpid());
+            let report = pipe.map(|(_, w)| w);
             // Out of the terminal's foreground group, a write to it (its messages on
             // stderr) would stop the child under `stty tostop`, unless SIGTTOU is ignored.
             sys::ignore_signals(&[Signal::SIGTTOU]);
@@ -351,7 +387,7 @@ fn fork_start(
                     std::process::exit(128 + Signal::SIGTERM as i32);
                 }
             }
-            let ended = start_one(stack, sd, svc, run, restart);
+            let ended = start_one(stack, sd, svc, run, restart, report.as_ref());
             let code = match ended {
                 Ended::Code(c) => c.as_i32(),
                 Ended::Signal(s) => {
@@ -365,7 +401,14 @@ fn fork_start(
 }
 
 /// In pm-up's child: one service's start, or one task's run.
-fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bool) -> Ended {
+fn start_one(
+    stack: &Stack,
+    sd: &StateDir,
+    svc: &Service,
+    run: &str,
+    restart: bool,
+    report: Option<&std::os::fd::OwnedFd>,
+) -> Ended {
     let name = svc.name.as_str();
     if restart {
         // An interrupt waits for the stop to end (it stays pending, and the start below
@@ -392,7 +435,7 @@ fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bo
         }
     }
     if svc.oneshot {
-        return match locked_task(sd, svc) {
+        return match locked_task(sd, svc, report) {
             Ok(e) => e,
             Err(e) => {
                 say(TOOL, name, &e);
@@ -414,7 +457,11 @@ fn start_one(stack: &Stack, sd: &StateDir, svc: &Service, run: &str, restart: bo
 
 /// Runs a oneshot task under its name's lock: a second pm-up of the same file waits for
 /// the first one's run to end instead of running the task beside it.
-fn locked_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
+fn locked_task(
+    sd: &StateDir,
+    svc: &Service,
+    report: Option<&std::os::fd::OwnedFd>,
+) -> Result<Ended> {
     let name = &svc.name;
     let lock = match crate::lock::NameLock::try_acquire(&sd.lock_path(name))? {
         Some(l) => l,
@@ -427,7 +474,7 @@ fn locked_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
             sd.lock(name)?
         }
     };
-    let ended = run_task(sd, svc);
+    let ended = run_task(sd, svc, report);
     // A task has no record: its lock file goes with its run (unless a service of that
     // name, started by hand, has one).
     if !sd.record_path(name).exists() {
@@ -439,10 +486,19 @@ fn locked_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
 /// Runs a oneshot task to its end, its output appended to its log, in a process group of
 /// its own: what it leaves in that group when it exits is killed, and an interrupt stops
 /// the whole group before pm-up's child dies of it.
-fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
+fn run_task(sd: &StateDir, svc: &Service, report: Option<&std::os::fd::OwnedFd>) -> Result<Ended> {
     let name = svc.name.as_str();
     let sigs = signal::interrupt_fd()?;
-    let mut task = spawn_task(sd, svc)?;
+    let marker = crate::start::new_run_id()?;
+    let mut task = spawn_task(sd, svc, &marker)?;
+    if let Some(fd) = report {
+        TaskReport {
+            pid: task.handle.pid,
+            start_time: task.handle.start_time,
+            marker,
+        }
+        .write(fd);
+    }
     let fate = await_task(&task, &sigs, &svc.request)?;
     // Still our unreaped child, so the group cannot be another's yet: nothing it left
     // behind outlives the task.
@@ -495,6 +551,73 @@ fn run_task(sd: &StateDir, svc: &Service) -> Result<Ended> {
     Ok(Code::Failure.into())
 }
 
+/// What a task runner tells pm-up of the task it spawned, so that pm-up can kill what the
+/// task left in its session if the runner is SIGKILLed (the task itself dies with the
+/// runner, its children would not): the task's PID and start time, and the run id in its
+/// environment (`PM_RUN_ID`), as a record gives them for a service's stop.
+#[derive(Debug, PartialEq)]
+struct TaskReport {
+    pid: i32,
+    start_time: u64,
+    marker: String,
+}
+
+impl TaskReport {
+    /// One line, in one write (well under PIPE_BUF: never split); the pipe is only read
+    /// once the runner is gone.
+    fn write(&self, fd: &std::os::fd::OwnedFd) {
+        let line = format!("{} {} {}\n", self.pid, self.start_time, self.marker);
+        let _ = nix::unistd::write(fd, line.as_bytes());
+    }
+
+    /// The report in `fd`, if the runner wrote one before it died.
+    fn read(fd: std::os::fd::OwnedFd) -> Option<TaskReport> {
+        let mut buf = [0u8; 256];
+        let n = nix::unistd::read(&fd, &mut buf).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        let mut f = text.strip_suffix('\n')?.split(' ');
+        let report = TaskReport {
+            pid: f.next()?.parse().ok()?,
+            start_time: f.next()?.parse().ok()?,
+            marker: f.next()?.to_string(),
+        };
+        (f.next().is_none() && report.pid > 1).then_some(report)
+    }
+
+    /// Kills what is left of the reported task: the processes of its session and group
+    /// born since it began, and any carrying its run id, by the stop algorithm of a
+    /// service whose leader is gone.
+    fn sweep(self, name: &str) {
+        let t = self;
+        let plan = stop::Plan {
+            marker: format!("{}={}", crate::record::RUN_ID_VAR, t.marker),
+            leader: None,
+            pgid: Some(t.pid),
+            sid: Some(t.pid),
+            born_after: t.start_time,
+            signal: Signal::SIGKILL,
+            timeout: Duration::ZERO,
+            kill: true,
+            known: Vec::new(),
+            cgroup: None,
+        };
+        match stop::stop(plan, &mut |_| {}) {
+            Ok(stop::Outcome::Stopped { .. }) => say(
+                TOOL,
+                name,
+                "its runner was killed; what the task left is killed too",
+            ),
+            Ok(stop::Outcome::Failed { reason, .. }) => say(
+                TOOL,
+                name,
+                format!("its runner was killed, and what the task left is {reason}"),
+            ),
+            Ok(_) => {}
+            Err(e) => say(TOOL, name, format!("its runner was killed, and: {e}")),
+        }
+    }
+}
+
 /// A running oneshot task.
 struct Task {
     child: crate::spawn::Child,
@@ -510,7 +633,7 @@ struct Task {
 /// Spawns `svc`'s task as a service is spawned (its session, its user's ids, groups and
 /// HOME, no signal blocked), except that it dies with this process: no record names it,
 /// so nothing else could stop it if pm-up were killed.
-fn spawn_task(sd: &StateDir, svc: &Service) -> Result<Task> {
+fn spawn_task(sd: &StateDir, svc: &Service, marker: &str) -> Result<Task> {
     let name: &Name = &svc.name;
     let req = &svc.request;
     let log = match &req.log {
@@ -525,6 +648,7 @@ fn spawn_task(sd: &StateDir, svc: &Service) -> Result<Task> {
     let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut env = req.env.clone();
     env.push(("PM_NAME".into(), name.to_string()));
+    env.push((crate::record::RUN_ID_VAR.into(), marker.to_string()));
     let base = crate::start::plan::caller_environment();
     let cwd = req.cwd.clone().unwrap_or_else(|| sd.path().to_path_buf());
     let began = Instant::now();

@@ -261,6 +261,41 @@ fn a_killed_up_leaves_no_task_behind() {
     wait_until("the sandbox is empty", || sb.processes().is_empty());
 }
 
+/// A task's runner (pm-up's child) SIGKILLed, say by the OOM killer: the task dies with it
+/// (PDEATHSIG), and pm-up, still running, kills what the task left in its session, then
+/// says the task failed (exit 1).
+#[test]
+fn a_killed_task_runner_leaves_nothing_of_the_task_behind() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.t]\ncommand = \"sleep 1000 & echo $! > child; echo $$ > task; wait\"\noneshot = true\n",
+    );
+    let run = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("the task began", || {
+        fs::read_to_string(sb.path("child")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let (task, child) = (pid_in(&sb, "task"), pid_in(&sb, "child"));
+    let runner = procfs::Stat::read(task).expect("the task's stat").ppid;
+    assert_eq!(
+        procfs::Stat::read(runner).map(|s| s.ppid),
+        Some(run.pid()),
+        "the task's parent is not pm-up's child"
+    );
+    sigkill(runner);
+    let done = run.finish(Duration::from_secs(30));
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    assert!(
+        done.stderr
+            .contains("pm-up: t: its runner was killed; what the task left is killed too"),
+        "{}",
+        done.describe()
+    );
+    assert!(!is_alive(task), "the task outlived its runner");
+    assert!(!is_alive(child), "the task's child outlived its runner");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
 /// Two pm-up runs of one file run a oneshot task one after the other, never both at once
 /// (a migration run twice concurrently can corrupt what it migrates).
 #[test]
