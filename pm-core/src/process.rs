@@ -996,7 +996,9 @@ mod tests {
         let t = Instant::now();
         let kids = loop {
             let k = descendants(pid).expect("children files");
-            if k.len() == 2 || t.elapsed() > Duration::from_secs(10) {
+            // Forked children are `sh` until they exec sleep.
+            let execd = k.iter().all(|k| k.comm == "sleep");
+            if (k.len() == 2 && execd) || t.elapsed() > Duration::from_secs(10) {
                 break k;
             }
             std::thread::sleep(Duration::from_millis(5));
