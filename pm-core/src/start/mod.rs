@@ -246,49 +246,10 @@ fn admit(
                 return Ok(Err(Code::Ok.into()));
             }
             State::Starting | State::Backoff => {
-                let backoff = seen.state == State::Backoff;
-                if let Some(before) = waited_for.as_ref().filter(|_| backoff) {
-                    if before.restart_at != rec.restart_at || before.phase != Phase::Backoff {
-                        // Its monitor tried again and the service ended again.
-                        say(
-                            TOOL,
-                            name.as_str(),
-                            format!(
-                                "supervised, and its restart failed: {}; pm-stop {name} stops it",
-                                seen.note.as_deref().unwrap_or("restarting")
-                            ),
-                        );
-                        return Ok(Err(Code::Failure.into()));
-                    }
+                match await_other(sd, name, &seen, rec, &mut waited_for, lock, interrupts)? {
+                    Ok(again) => lock = again,
+                    Err(ended) => return Ok(Err(ended)),
                 }
-                if waited_for.is_none() {
-                    say(TOOL, name.as_str(), waiting_note(&seen, &rec, name));
-                }
-                drop(lock);
-                match await_change(sd, name, &rec, interrupts, wait_limit(&rec))? {
-                    Awaited::Finished => {}
-                    Awaited::Interrupted(sig) => {
-                        say(
-                            TOOL,
-                            name.as_str(),
-                            "interrupted while waiting for the other start",
-                        );
-                        return Ok(Err(Ended::Signal(sig)));
-                    }
-                    Awaited::TimedOut => {
-                        return Err(Error::Start(format!(
-                            "the {} did not finish",
-                            if backoff {
-                                "restart by its monitor"
-                            } else {
-                                "concurrent start"
-                            }
-                        )))
-                    }
-                }
-                waited_for.get_or_insert(rec);
-                lock = sd.lock(name)?;
-                continue;
             }
             _ if waited_for.is_some() => {
                 let why = rec
@@ -305,6 +266,63 @@ fn admit(
             _ => go!(),
         }
     }
+}
+
+/// Another start, or a restart by the service's monitor, is under way (`seen`, `rec`):
+/// lets go of the lock, waits for it to end, and takes the lock again for another look.
+/// `Err(ended)`: this start ends here, with that outcome (a restart that failed again
+/// since the last look, an interrupt).
+fn await_other(
+    sd: &StateDir,
+    name: &Name,
+    seen: &Inspection,
+    rec: Record,
+    waited_for: &mut Option<Record>,
+    lock: crate::lock::NameLock,
+    interrupts: &SignalFd,
+) -> Result<std::result::Result<crate::lock::NameLock, Ended>> {
+    let backoff = seen.state == State::Backoff;
+    if let Some(before) = waited_for.as_ref().filter(|_| backoff) {
+        if before.restart_at != rec.restart_at || before.phase != Phase::Backoff {
+            // Its monitor tried again and the service ended again.
+            say(
+                TOOL,
+                name.as_str(),
+                format!(
+                    "supervised, and its restart failed: {}; pm-stop {name} stops it",
+                    seen.note.as_deref().unwrap_or("restarting")
+                ),
+            );
+            return Ok(Err(Code::Failure.into()));
+        }
+    }
+    if waited_for.is_none() {
+        say(TOOL, name.as_str(), waiting_note(seen, &rec, name));
+    }
+    drop(lock);
+    match await_change(sd, name, &rec, interrupts, wait_limit(&rec))? {
+        Awaited::Finished => {}
+        Awaited::Interrupted(sig) => {
+            say(
+                TOOL,
+                name.as_str(),
+                "interrupted while waiting for the other start",
+            );
+            return Ok(Err(Ended::Signal(sig)));
+        }
+        Awaited::TimedOut => {
+            return Err(Error::Start(format!(
+                "the {} did not finish",
+                if backoff {
+                    "restart by its monitor"
+                } else {
+                    "concurrent start"
+                }
+            )))
+        }
+    }
+    waited_for.get_or_insert(rec);
+    Ok(Ok(sd.lock(name)?))
 }
 
 /// The `--user` the service runs as, resolved; only root may name another user.

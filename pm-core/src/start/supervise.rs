@@ -23,9 +23,9 @@ use super::{Ended, Request, TOOL};
 use crate::error::{Error, Result};
 use crate::monitor::Exit;
 use crate::process::Handle;
-use crate::record::{Failure, Phase, Proc, Record};
+use crate::record::{Failure, Phase, Proc, Record, Restart};
 use crate::report::say;
-use crate::status::{inspect, State};
+use crate::status::{inspect, Inspection, State};
 use crate::{duration, signal, stop, sys, Code, Name, StateDir};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
@@ -493,25 +493,46 @@ impl Supervisor {
         }
         // What is left of the ended run goes before anything else happens.
         if matches!(seen.state, State::Dead | State::Running) && seen.live.is_none() {
-            let opts = stop::Options {
-                leftovers_only: true,
-                ..stop::Options::default()
-            };
-            if let Ok(stop::Report::Ran(o)) =
-                stop::stop_inspected(&self.sd, &self.name, seen, &opts, TOOL)
-            {
-                say(
-                    TOOL,
-                    &name,
-                    format!(
-                        "stopped what was left of the ended run: {}",
-                        stop::Report::Ran(o).describe()
-                    ),
-                );
-            }
-            r = self.sd.read_record(&self.name)?.unwrap_or(r);
-            r.last_exit = Some(exit.clone());
+            r = self.stop_leftovers(seen, r, &exit)?;
         }
+        self.give_up_or_back_off(r, ran, &exit, &restart, now)
+    }
+
+    /// Stops what the ended run left (its cgroup's or group's other processes) and
+    /// returns the record as that stop left it, with this end's `last_exit`.
+    fn stop_leftovers(&self, seen: Inspection, r: Record, exit: &Exit) -> Result<Record> {
+        let opts = stop::Options {
+            leftovers_only: true,
+            ..stop::Options::default()
+        };
+        if let Ok(stop::Report::Ran(o)) =
+            stop::stop_inspected(&self.sd, &self.name, seen, &opts, TOOL)
+        {
+            say(
+                TOOL,
+                self.name.as_str(),
+                format!(
+                    "stopped what was left of the ended run: {}",
+                    stop::Report::Ran(o).describe()
+                ),
+            );
+        }
+        let mut r = self.sd.read_record(&self.name)?.unwrap_or(r);
+        r.last_exit = Some(exit.clone());
+        Ok(r)
+    }
+
+    /// After an end that the policy restarts: gives up (`failed`) after too many ends in
+    /// the window, else records the backoff and its delay, doubled after each quick end.
+    fn give_up_or_back_off(
+        &mut self,
+        mut r: Record,
+        ran: &Record,
+        exit: &Exit,
+        restart: &Restart,
+        now: Instant,
+    ) -> Result<Next> {
+        let name = self.name.as_str().to_string();
         if restart.max_restarts > 0 && self.recent.len() >= restart.max_restarts as usize {
             let times = self.recent.len() + 1;
             let reason = format!(
