@@ -34,6 +34,19 @@ impl NameLock {
         Self::take(path, FlockArg::LockExclusiveNonblock)
     }
 
+    /// Takes the lock at `path` shared (with other shared holders, never with an
+    /// exclusive one); `wait`: blocks until it can, else `Ok(None)` when it cannot now.
+    pub fn shared(path: &Path, wait: bool) -> Result<Option<NameLock>> {
+        Self::take(
+            path,
+            if wait {
+                FlockArg::LockShared
+            } else {
+                FlockArg::LockSharedNonblock
+            },
+        )
+    }
+
     /// Removes the lock file, then releases the lock: for a name that has no record (a
     /// typo, a forgotten service), so no `NAME.lock` is left behind. Whoever waited on the
     /// removed file finds the path gone and takes a new one.

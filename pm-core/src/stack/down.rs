@@ -23,6 +23,11 @@ pub fn down(
     opts: &Options,
 ) -> Result<Code> {
     let sd = StateDir::resolve(state_dir, false)?;
+    // Not in a state dir that does not exist (nothing to stop, nothing to create).
+    let _held = match sd.path().is_dir() {
+        true => Some(super::hold(&sd, file, false, TOOL)?),
+        false => None,
+    };
     let rec = Recorded::read(&sd, file)?;
     let (mut set, code) = rec.chosen(file, targets)?;
     // Whatever needs a service that stops goes first, whichever file it came from.

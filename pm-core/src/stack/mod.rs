@@ -223,6 +223,48 @@ pub fn locate(file: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// Held by pm-up (shared: several pm-up runs of one file go on side by side) and by
+/// pm-down (exclusive) for the whole of their run, on `STATE/.stack.HASH.lock` (HASH: of
+/// the file's path, as [`locate`] gives it): a pm-down waits for every pm-up of its file to
+/// end, so none starts a service after pm-down has looked, and a pm-up waits for a
+/// pm-down to end. Said on stderr when it has to wait.
+pub(crate) fn hold(
+    sd: &crate::StateDir,
+    file: &Path,
+    shared: bool,
+    tool: &str,
+) -> Result<crate::lock::NameLock> {
+    // FNV-1a: the same in every build (the standard library's hasher is not promised to be).
+    let hash = file
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let path = sd.path().join(format!(".stack.{hash:016x}.lock"));
+    let now = if shared {
+        crate::lock::NameLock::shared(&path, false)?
+    } else {
+        crate::lock::NameLock::try_acquire(&path)?
+    };
+    if let Some(l) = now {
+        return Ok(l);
+    }
+    let what = if shared {
+        "waiting for a pm-down of this file to end"
+    } else {
+        "waiting for the pm-up of this file to end, and the starts it began (interrupt it to stop it sooner)"
+    };
+    crate::report::say(tool, &file.display().to_string(), what);
+    if shared {
+        crate::lock::NameLock::shared(&path, true)?
+            .ok_or_else(|| Error::Os(format!("{}: lock", path.display())))
+    } else {
+        crate::lock::NameLock::acquire(&path)
+    }
+}
+
 impl Stack {
     /// Reads and checks the file at `path` (absolute, see [`locate`]).
     pub fn load(path: &Path) -> Result<Stack> {

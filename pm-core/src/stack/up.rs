@@ -86,6 +86,10 @@ fn found(sd: &StateDir, svc: &Service, file: &Path) -> Found {
 pub fn up(stack: &Stack, state_dir: Option<&Path>, targets: &[String]) -> Result<Ended> {
     let want = stack.select(targets)?;
     let sd = StateDir::resolve(state_dir, true)?;
+    // Inherited by the children, so held until the last of this run's starts has ended,
+    // also after pm-up is SIGKILLed (a monitor closes what it inherits; a service and a
+    // logger are exec'd without it).
+    let _held = super::hold(&sd, &stack.file, true, TOOL)?;
     // Inherited SIG_IGN would have the kernel reap the children unseen: no SIGCHLD, and
     // waitpid never reports an exit.
     sys::default_action(Signal::SIGCHLD);

@@ -296,6 +296,84 @@ fn a_killed_task_runner_leaves_nothing_of_the_task_behind() {
     wait_until("the sandbox is empty", || sb.processes().is_empty());
 }
 
+/// pm-down while a pm-up of the same file is still starting: it waits for that pm-up to
+/// end (said on stderr), then stops everything, also what the pm-up started after
+/// pm-down began (c, started only once b is ready). Before, pm-down stopped what it saw
+/// and returned; c then came up and stayed.
+#[test]
+fn a_down_during_an_up_waits_for_it_and_leaves_nothing_up() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"exec sleep 1000\"\n\n[services.b]\ncommand = \"exec sleep 1001\"\nready = \"file:b.go\"\nready_timeout = \"60s\"\nneeds = [\"a\"]\n\n[services.c]\ncommand = \"exec sleep 1002\"\nneeds = [\"b\"]\n",
+    );
+    let up = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("b is starting", || sb.pid("b").is_some_and(is_alive));
+    let down = sb.spawn_tool("down", "pm-down", &[]);
+    wait_until("pm-down says it waits", || {
+        down.stderr_so_far()
+            .contains("waiting for the pm-up of this file to end")
+    });
+    assert!(is_alive(sb.pid("a").expect("a")), "pm-down did not wait");
+    fs::write(sb.path("b.go"), "").unwrap();
+    let up = up.finish(Duration::from_secs(60));
+    assert_eq!(up.code(), Some(0), "{}", up.describe());
+    let down = down.finish(Duration::from_secs(60));
+    assert_eq!(down.code(), Some(0), "{}", down.describe());
+    for n in ["a", "b", "c"] {
+        assert_eq!(sb.state_of(n), "stopped", "{n}: {}", down.describe());
+    }
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// pm-up SIGKILLed while b is starting: its child finishes b's start (as a pm-start
+/// would), and a pm-down waits for that start to end instead of stopping a and leaving
+/// b to come up after it.
+#[test]
+fn a_down_after_a_killed_up_waits_for_the_starts_it_left() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"exec sleep 1000\"\n\n[services.b]\ncommand = \"exec sleep 1001\"\nready = \"file:b.go\"\nready_timeout = \"60s\"\nneeds = [\"a\"]\n",
+    );
+    let mut up = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("b is starting", || sb.pid("b").is_some_and(is_alive));
+    sigkill(up.pid());
+    up.kill_and_reap();
+    let down = sb.spawn_tool("down", "pm-down", &[]);
+    wait_until("pm-down says it waits", || {
+        down.stderr_so_far()
+            .contains("waiting for the pm-up of this file to end")
+    });
+    fs::write(sb.path("b.go"), "").unwrap();
+    let down = down.finish(Duration::from_secs(60));
+    assert_eq!(down.code(), Some(0), "{}", down.describe());
+    for n in ["a", "b"] {
+        assert_eq!(sb.state_of(n), "stopped", "{n}: {}", down.describe());
+    }
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// What pm-up leaves running (here a supervised service's monitor, forked from pm-up's
+/// child, which inherits pm-up's hold on the stack) does not hold the stack: pm-down
+/// after pm-up goes at once.
+#[test]
+fn what_an_up_leaves_running_does_not_keep_a_down_waiting() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"exec sleep 1000\"\nrestart = \"always\"\n",
+    );
+    let out = sb.cmd("pm-up").output().unwrap();
+    assert_success(&out, "pm-up");
+    let down = sb.spawn_tool("down", "pm-down", &[]);
+    let down = down.finish(Duration::from_secs(30));
+    assert_eq!(down.code(), Some(0), "{}", down.describe());
+    assert!(!down.stderr.contains("waiting"), "{}", down.describe());
+    assert_eq!(sb.state_of("a"), "stopped");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
 /// Two pm-up runs of one file run a oneshot task one after the other, never both at once
 /// (a migration run twice concurrently can corrupt what it migrates).
 #[test]
