@@ -356,8 +356,11 @@ fn fork_start(
 ) -> Result<(Pid, Option<std::os::fd::OwnedFd>)> {
     let parent = nix::unistd::getpid();
     let pipe = if svc.oneshot {
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Error::Os(format!("pipe: {e}")))?;
+        // Non-blocking: read only after the runner is gone, when a task child between its
+        // fork and exec may still hold the write end.
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| Error::Os(format!("pipe: {e}")))?;
         Some((r, w))
     } else {
         None
@@ -593,9 +596,20 @@ impl TaskReport {
     /// service whose leader is gone.
     fn sweep(self, name: &str) {
         let t = self;
+        // The task dies of PDEATHSIG, but not at once: still alive, it is the leader (its
+        // PID checked against its start time), and its group and session are stopped as
+        // a live service's are. Seen as a leaderless plan, its live PID would make its
+        // group and session look like another process's, and nothing would be stopped.
+        let leader = crate::process::boot_id().ok().and_then(|boot_id| {
+            let expect = crate::process::Expect::StartTime {
+                start_time: t.start_time,
+                boot_id,
+            };
+            crate::process::Handle::open(t.pid, &expect).ok()?.ok()
+        });
         let plan = stop::Plan {
             marker: format!("{}={}", crate::record::RUN_ID_VAR, t.marker),
-            leader: None,
+            leader,
             pgid: Some(t.pid),
             sid: Some(t.pid),
             born_after: t.start_time,
@@ -616,7 +630,11 @@ impl TaskReport {
                 name,
                 format!("its runner was killed, and what the task left is {reason}"),
             ),
-            Ok(_) => {}
+            Ok(_) => say(
+                TOOL,
+                name,
+                "its runner was killed; nothing the task left was found",
+            ),
             Err(e) => say(TOOL, name, format!("its runner was killed, and: {e}")),
         }
     }

@@ -296,6 +296,39 @@ fn a_killed_task_runner_leaves_nothing_of_the_task_behind() {
     wait_until("the sandbox is empty", || sb.processes().is_empty());
 }
 
+/// As above, with a task that takes a while to die (1 GiB of touched memory to free):
+/// pm-up reaps the runner while the task is still alive, not yet a zombie. (Seen as a
+/// leaderless stop, its live PID hid its group and session, and its child was left.)
+#[test]
+fn a_killed_task_runner_leaves_nothing_of_a_slowly_dying_task() {
+    let sb = Sandbox::new();
+    fs::write(
+        sb.path("t.pl"),
+        "$x = \"a\" x (1024 * 1024 * 1024);\n$p = fork // die; if (!$p) { exec \"sleep\", \"1000\"; }\nopen F, \">child\"; print F \"$p\\n\"; close F;\nopen F, \">task\"; print F \"$$\\n\"; close F; sleep 1000;\n",
+    )
+    .unwrap();
+    write_stack(
+        &sb,
+        "[services.t]\ncommand = \"exec perl t.pl\"\noneshot = true\n",
+    );
+    let run = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("the task began", || {
+        fs::read_to_string(sb.path("task")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let (task, child) = (pid_in(&sb, "task"), pid_in(&sb, "child"));
+    let runner = procfs::Stat::read(task).expect("the task's stat").ppid;
+    sigkill(runner);
+    let done = run.finish(Duration::from_secs(60));
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    // pm-up's stop waits until what it killed is gone: nothing is left when it exits.
+    assert!(
+        !is_alive(child),
+        "the task's child outlived its runner: {}",
+        done.describe()
+    );
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
 /// pm-down while a pm-up of the same file is still starting: it waits for that pm-up to
 /// end (said on stderr), then stops everything, also what the pm-up started after
 /// pm-down began (c, started only once b is ready). Before, pm-down stopped what it saw
@@ -436,7 +469,17 @@ fn a_task_runs_with_its_users_groups_and_home() {
 
 /// `a` never becomes ready and `b` needs it only started: on an interrupt `b` (up) must
 /// stop before `a` (still starting), though `a`'s start is the one still under way.
-const ORDER_STACK: &str = "[services.a]\ncommand = \"trap 'echo a >> order; exit 0' TERM; sleep 1000 & wait\"\nready = \"file:never\"\nready_timeout = \"100s\"\n\n[services.b]\ncommand = \"trap 'echo b >> order; exit 0' TERM; sleep 1000 & wait\"\nneeds = { a = \"started\" }\n";
+const ORDER_STACK: &str = "[services.a]\ncommand = \"trap 'echo a >> order; exit 0' TERM; touch a.trapped; sleep 1000 & wait\"\nready = \"file:never\"\nready_timeout = \"100s\"\n\n[services.b]\ncommand = \"trap 'echo b >> order; exit 0' TERM; touch b.trapped; sleep 1000 & wait\"\nneeds = { a = \"started\" }\n";
+
+/// Both services of [`ORDER_STACK`] have set their TERM traps (a SIGTERM before that
+/// kills the shell without a word in `order`).
+fn wait_for_traps(sb: &Sandbox, names: &[&str]) {
+    wait_until("the services' traps are set", || {
+        names
+            .iter()
+            .all(|n| sb.path(&format!("{n}.trapped")).exists())
+    });
+}
 
 /// pm-up died of SIGINT, its services' TERM traps wrote `order` as expected, and nothing
 /// is left.
@@ -477,6 +520,7 @@ fn an_interrupt_stops_a_need_still_starting_after_its_dependent() {
     write_stack(&sb, ORDER_STACK);
     let run = sb.spawn_tool("up", "pm-up", &[]);
     wait_until("b is running", || sb.state_of("b") == "running");
+    wait_for_traps(&sb, &["a", "b"]);
     kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
     let done = run.finish(Duration::from_secs(60));
     assert_wound_down_in_order(&sb, &done, "b\na\n");
@@ -536,6 +580,7 @@ fn ctrl_c_at_a_terminal_stops_a_need_still_starting_after_its_dependent() {
             return;
         };
         wait_until("b is running", || sb.state_of("b") == "running");
+        wait_for_traps(&sb, &["a", "b"]);
         fs::write(sb.path("ctrl-c"), "").unwrap();
         let done = run.finish(Duration::from_secs(60));
         assert_wound_down_in_order(&sb, &done, "b\na\n");
@@ -583,10 +628,11 @@ fn an_interrupt_keeps_a_need_reached_through_a_task_until_its_dependent_is_stopp
     let sb = Sandbox::new();
     write_stack(
         &sb,
-        "[services.db]\ncommand = \"trap 'echo db >> order; exit 0' TERM; sleep 1000 & wait\"\n\n[services.migrate]\ncommand = \"true\"\noneshot = true\nneeds = { db = \"ready\" }\n\n[services.app]\ncommand = \"trap 'sleep 0.3; echo app >> order; exit 0' TERM; sleep 1000 & wait\"\nready = \"file:never\"\nready_timeout = \"100s\"\nneeds = { migrate = \"succeeded\" }\n",
+        "[services.db]\ncommand = \"trap 'echo db >> order; exit 0' TERM; touch db.trapped; sleep 1000 & wait\"\n\n[services.migrate]\ncommand = \"true\"\noneshot = true\nneeds = { db = \"ready\" }\n\n[services.app]\ncommand = \"trap 'sleep 0.3; echo app >> order; exit 0' TERM; touch app.trapped; sleep 1000 & wait\"\nready = \"file:never\"\nready_timeout = \"100s\"\nneeds = { migrate = \"succeeded\" }\n",
     );
     let run = sb.spawn_tool("up", "pm-up", &[]);
     wait_until("app is starting", || sb.pid("app").is_some_and(is_alive));
+    wait_for_traps(&sb, &["db", "app"]);
     kill(Pid::from_raw(run.pid()), Signal::SIGINT).unwrap();
     let done = run.finish(Duration::from_secs(60));
     assert_wound_down_in_order(&sb, &done, "app\ndb\n");
