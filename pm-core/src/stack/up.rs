@@ -497,6 +497,17 @@ fn run_task(sd: &StateDir, svc: &Service, report: Option<&std::os::fd::OwnedFd>)
     let name = svc.name.as_str();
     let sigs = signal::interrupt_fd()?;
     let marker = crate::start::new_run_id()?;
+    if let Some(fd) = report {
+        // First the run id alone (born after this runner), for a kill between the spawn
+        // and the report below: what carries it is then still found.
+        let me = crate::process::Stat::read(std::process::id() as i32)?;
+        TaskReport {
+            pid: 0,
+            start_time: me.map_or(0, |s| s.start_time),
+            marker: marker.clone(),
+        }
+        .write(fd);
+    }
     let mut task = spawn_task(sd, svc, &marker)?;
     if let Some(fd) = report {
         TaskReport {
@@ -561,7 +572,8 @@ fn run_task(sd: &StateDir, svc: &Service, report: Option<&std::os::fd::OwnedFd>)
 /// What a task runner tells pm-up of the task it spawned, so that pm-up can kill what the
 /// task left in its session if the runner is SIGKILLed (the task itself dies with the
 /// runner, its children would not): the task's PID and start time, and the run id in its
-/// environment (`PM_RUN_ID`), as a record gives them for a service's stop.
+/// environment (`PM_RUN_ID`), as a record gives them for a service's stop. A first line
+/// before the spawn has the run id only (PID 0).
 #[derive(Debug, PartialEq)]
 struct TaskReport {
     pid: i32,
@@ -577,18 +589,20 @@ impl TaskReport {
         let _ = nix::unistd::write(fd, line.as_bytes());
     }
 
-    /// The report in `fd`, if the runner wrote one before it died.
+    /// The last report in `fd`, if the runner wrote one before it died (`pid` 0: it died
+    /// before it had spawned the task, or just after).
     fn read(fd: std::os::fd::OwnedFd) -> Option<TaskReport> {
-        let mut buf = [0u8; 256];
+        let mut buf = [0u8; 512];
         let n = nix::unistd::read(&fd, &mut buf).ok()?;
         let text = std::str::from_utf8(&buf[..n]).ok()?;
-        let mut f = text.strip_suffix('\n')?.split(' ');
+        let last = text.strip_suffix('\n')?.rsplit('\n').next()?;
+        let mut f = last.split(' ');
         let report = TaskReport {
             pid: f.next()?.parse().ok()?,
             start_time: f.next()?.parse().ok()?,
             marker: f.next()?.to_string(),
         };
-        (f.next().is_none() && report.pid > 1).then_some(report)
+        (f.next().is_none() && report.pid != 1 && report.pid >= 0).then_some(report)
     }
 
     /// Kills what is left of the reported task: the processes of its session and group
@@ -600,18 +614,22 @@ impl TaskReport {
         // PID checked against its start time), and its group and session are stopped as
         // a live service's are. Seen as a leaderless plan, its live PID would make its
         // group and session look like another process's, and nothing would be stopped.
-        let leader = crate::process::boot_id().ok().and_then(|boot_id| {
-            let expect = crate::process::Expect::StartTime {
-                start_time: t.start_time,
-                boot_id,
-            };
-            crate::process::Handle::open(t.pid, &expect).ok()?.ok()
-        });
+        let known = t.pid > 0;
+        let leader = crate::process::boot_id()
+            .ok()
+            .filter(|_| known)
+            .and_then(|boot_id| {
+                let expect = crate::process::Expect::StartTime {
+                    start_time: t.start_time,
+                    boot_id,
+                };
+                crate::process::Handle::open(t.pid, &expect).ok()?.ok()
+            });
         let plan = stop::Plan {
             marker: format!("{}={}", crate::record::RUN_ID_VAR, t.marker),
             leader,
-            pgid: Some(t.pid),
-            sid: Some(t.pid),
+            pgid: known.then_some(t.pid),
+            sid: known.then_some(t.pid),
             born_after: t.start_time,
             signal: Signal::SIGKILL,
             timeout: Duration::ZERO,
@@ -837,5 +855,42 @@ fn stop_ours(sd: &StateDir, svc: &Service, run: &str) {
             "interrupted: not stopped, it is no longer the start this pm-up made",
         ),
         Err(e) => say(TOOL, name, format!("interrupted, and not stopped: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskReport;
+
+    fn read_back(text: &[u8]) -> Option<TaskReport> {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK).unwrap();
+        if !text.is_empty() {
+            nix::unistd::write(&w, text).unwrap();
+        }
+        TaskReport::read(r)
+    }
+
+    #[test]
+    fn a_task_report_is_its_last_whole_line_and_junk_is_nothing() {
+        let full = TaskReport {
+            pid: 4242,
+            start_time: 99,
+            marker: "7.8.9".into(),
+        };
+        assert_eq!(read_back(b"0 5 7.8.9\n4242 99 7.8.9\n"), Some(full));
+        let early = read_back(b"0 5 7.8.9\n").unwrap();
+        assert_eq!((early.pid, early.start_time), (0, 5));
+        // Nothing written (the write end still open: no EOF), a torn or hostile line.
+        for junk in [
+            &b""[..],
+            b"4242 99",
+            b"1 99 m\n",
+            b"-5 99 m\n",
+            b"x 99 m\n",
+            b"4242 99 m extra\n",
+            b"\xff\n",
+        ] {
+            assert!(read_back(junk).is_none(), "{junk:?}");
+        }
     }
 }
