@@ -67,7 +67,7 @@ impl Rotation {
 /// The logger's hidden command line after `--pm-logger`: `LOG MAX KEEP TS OWNER STATUS`.
 /// `owner` (uid, gid) gets the log files the logger creates (a `--user` service must be
 /// able to read its rotated logs); `status` is where it says that the log is failing
-/// ([`status_path`]).
+/// ([`crate::state::StateDir::log_status_path`]).
 pub fn argv(
     log: &Path,
     rotation: &Rotation,
@@ -87,12 +87,6 @@ fn parse_owner(s: &str) -> Option<Option<(u32, u32)>> {
     }
     let (u, g) = s.split_once(':')?;
     Some(Some((u.parse().ok()?, g.parse().ok()?)))
-}
-
-/// `STATE/.NAME.logstatus`: the logger's status file. The leading dot keeps it out of
-/// the record namespace (a NAME never starts with `.`, and records are `NAME.json`).
-pub fn status_path(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join(format!(".{name}.logstatus"))
 }
 
 /// What the status file holds: the run it is about, and what is wrong.

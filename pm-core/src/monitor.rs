@@ -173,7 +173,7 @@ pub fn stop_monitor(rec: &Record, timeout: Duration) -> Result<bool> {
     let deadline = process::deadline(timeout.saturating_add(Duration::from_secs(1)));
     if !process::wait_all_gone(&[&h], deadline) {
         h.signal(Signal::SIGKILL)?;
-        if !process::wait_all_gone(&[&h], process::deadline(crate::stop::KILL_WAIT)) {
+        if !process::wait_all_gone(&[&h], process::deadline(process::KILL_WAIT)) {
             return Err(Error::Process {
                 pid: h.pid,
                 err: std::io::Error::other("the service's monitor survived SIGKILL"),

@@ -17,8 +17,9 @@ use nix::poll::{poll, PollFd, PollFlags};
 use regex_lite::Regex;
 
 use crate::error::{Error, Result};
+use crate::lineage::Lineage;
 use crate::pidfile;
-use crate::process::{self, Expect, Lineage, Verdict};
+use crate::process::{self, Expect, Verdict};
 use crate::sys;
 
 /// One `--ready` check.

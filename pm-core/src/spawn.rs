@@ -424,7 +424,7 @@ fn exec_result(errors: std::os::fd::OwnedFd) -> Option<io::Error> {
 
 /// Starts the logger of `--log-max-size`/`--log-timestamps` (in the start's cgroup,
 /// carrying its marker) and returns the pipe the service writes to. `status` is where the
-/// logger says that the log is failing ([`crate::logger::status_path`]).
+/// logger says that the log is failing ([`crate::state::StateDir::log_status_path`]).
 pub fn logger(
     name: &str,
     log: &Path,

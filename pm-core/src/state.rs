@@ -172,15 +172,19 @@ impl StateDir {
         self.path.join(format!("{name}.lock"))
     }
 
-    /// The logger's status file, `.NAME.logstatus` (see [`crate::logger::status_path`]).
+    /// `STATE/.NAME.logstatus`: the logger's status file. The leading dot keeps it out of
+    /// the record namespace (a NAME never starts with `.`, and records are `NAME.json`).
     pub fn log_status_path(&self, name: &Name) -> PathBuf {
-        crate::logger::status_path(&self.path, name.as_str())
+        self.path.join(format!(".{name}.logstatus"))
     }
 
     /// Removes the logger's status file, with the record or before a new run.
     pub fn remove_log_status(&self, name: &Name) -> Result<()> {
         let path = self.log_status_path(name);
-        crate::logger::remove_status(&path).map_err(|e| Error::io(&path, e))
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+            _ => Ok(()),
+        }
     }
 
     pub fn notify_path(&self, name: &Name) -> PathBuf {

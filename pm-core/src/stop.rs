@@ -26,8 +26,7 @@ use crate::record::{self, LastStop, Phase, Record};
 use crate::state::StateDir;
 use crate::status::{inspect, State};
 
-/// How long to wait for processes to disappear after SIGKILL.
-pub const KILL_WAIT: Duration = Duration::from_secs(5);
+pub use crate::process::KILL_WAIT;
 
 /// A stop in progress in this process, for a tool interrupted by Ctrl-C to say what state
 /// it leaves.

@@ -8,7 +8,8 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::process::{self, Handle, Lineage};
+use crate::lineage::Lineage;
+use crate::process::{self, Handle};
 use crate::ready::{self, Check, LogFollower, NotifySocket, PidfileBaseline};
 use crate::record::PidfileBy;
 use crate::signal;
