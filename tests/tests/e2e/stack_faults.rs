@@ -271,11 +271,21 @@ fn a_killed_task_runner_leaves_nothing_of_the_task_behind() {
         &sb,
         "[services.t]\ncommand = \"sleep 1000 & echo $! > child; echo $$ > task; wait\"\noneshot = true\n",
     );
+    kill_the_runner_and_find_nothing_left(&sb);
+}
+
+/// pm-up of the stack in `sb`, whose task `t` writes its PID to `task`, then its child's
+/// to `child`: SIGKILL of the task's runner, and then nothing of the task may be left
+/// once pm-up has exited (its stop waits until what it killed is gone), which it does
+/// with status 1, saying why.
+fn kill_the_runner_and_find_nothing_left(sb: &Sandbox) {
     let run = sb.spawn_tool("up", "pm-up", &[]);
     wait_until("the task began", || {
-        fs::read_to_string(sb.path("child")).is_ok_and(|s| s.ends_with('\n'))
+        ["task", "child"]
+            .iter()
+            .all(|f| fs::read_to_string(sb.path(f)).is_ok_and(|s| s.ends_with('\n')))
     });
-    let (task, child) = (pid_in(&sb, "task"), pid_in(&sb, "child"));
+    let (task, child) = (pid_in(sb, "task"), pid_in(sb, "child"));
     let runner = procfs::Stat::read(task).expect("the task's stat").ppid;
     assert_eq!(
         procfs::Stat::read(runner).map(|s| s.ppid),
@@ -283,7 +293,7 @@ fn a_killed_task_runner_leaves_nothing_of_the_task_behind() {
         "the task's parent is not pm-up's child"
     );
     sigkill(runner);
-    let done = run.finish(Duration::from_secs(30));
+    let done = run.finish(Duration::from_secs(60));
     assert_eq!(done.code(), Some(1), "{}", done.describe());
     assert!(
         done.stderr
@@ -311,22 +321,7 @@ fn a_killed_task_runner_leaves_nothing_of_a_slowly_dying_task() {
         &sb,
         "[services.t]\ncommand = \"exec perl t.pl\"\noneshot = true\n",
     );
-    let run = sb.spawn_tool("up", "pm-up", &[]);
-    wait_until("the task began", || {
-        fs::read_to_string(sb.path("task")).is_ok_and(|s| s.ends_with('\n'))
-    });
-    let (task, child) = (pid_in(&sb, "task"), pid_in(&sb, "child"));
-    let runner = procfs::Stat::read(task).expect("the task's stat").ppid;
-    sigkill(runner);
-    let done = run.finish(Duration::from_secs(60));
-    assert_eq!(done.code(), Some(1), "{}", done.describe());
-    // pm-up's stop waits until what it killed is gone: nothing is left when it exits.
-    assert!(
-        !is_alive(child),
-        "the task's child outlived its runner: {}",
-        done.describe()
-    );
-    wait_until("the sandbox is empty", || sb.processes().is_empty());
+    kill_the_runner_and_find_nothing_left(&sb);
 }
 
 /// pm-down while a pm-up of the same file is still starting: it waits for that pm-up to
