@@ -51,11 +51,11 @@ Then whatever is left in the state directory's cgroups that no record names (a r
 The whole file is checked before anything starts: an unknown key, a dependency that is not defined, or a cycle is reported with the file and line, and pm\\-up exits 2. \
 Each service is started as pm\\-start starts it (its record, cgroup, readiness checks, monitor), once everything it needs is up; services that need nothing of each other start at the same time. \
 A service that fails stops the start of what needs it (said on stderr, with its log tail); pm\\-up then exits 1. \
-Interrupted (SIGINT, SIGTERM, SIGHUP), pm\\-up stops the half-done starts and what it had started (and is still started by it: not a service stopped and started again by hand meanwhile), each after everything that needs it, and dies of the signal. Its children run in process groups of their own, so a Ctrl\\-C typed at the terminal reaches pm\\-up alone, which passes it on in that order. A oneshot task dies with pm\\-up, even a pm\\-up killed by SIGKILL, and two pm\\-up runs never run one task at the same time.",
+Interrupted (SIGINT, SIGTERM, SIGHUP), pm\\-up stops the half-done starts and what it had started (and is still started by it: not a service stopped and started again by hand meanwhile), each after everything that needs it, and dies of the signal. Its children run in process groups of their own, so a Ctrl\\-C typed at the terminal reaches pm\\-up alone, which passes it on in that order. A oneshot task dies with pm\\-up, even a pm\\-up killed by SIGKILL, and two pm\\-up runs never run one task at the same time. A pm\\-down of the same file is waited for (said on stderr); several pm\\-up runs of one file go on side by side.",
         },
         Page {
             cmd: pm_down::Cli::command(),
-            extra: "The order comes from the records: each service started by pm\\-up recorded what it needed, so pm\\-down stops every service before the services it needs, whatever the file says by then. Services that do not need each other are stopped at the same time, each as pm\\-stop stops it.",
+            extra: "The order comes from the records: each service started by pm\\-up recorded what it needed, so pm\\-down stops every service before the services it needs, whatever the file says by then. Services that do not need each other are stopped at the same time, each as pm\\-stop stops it. A pm\\-up of the same file still running (or the starts a SIGKILLed one left under way) is waited for first, and said so on stderr, so that nothing it starts after pm\\-down looked is left up.",
         },
         Page {
             cmd: pm_wait::Cli::command(),
