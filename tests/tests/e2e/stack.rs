@@ -331,6 +331,33 @@ fn start_of_a_tag_starts_its_services_again_needs_first() {
     assert_nothing_left(&sb);
 }
 
+/// `pm-start @TAG` goes on after a service that fails to start: the others are started,
+/// the failure is said, and the exit status is 1.
+#[test]
+fn start_of_a_tag_goes_on_after_a_failure_and_exits_1() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"test -e a.fails && exit 3; exec sleep 1000\"\ntags = [\"t\"]\n\n[services.b]\ncommand = \"exec sleep 1001\"\ntags = [\"t\"]\nneeds = [\"a\"]\n",
+    );
+    // b needs a: a is started first, and fails, and b is still started after it.
+    assert_success(&up(&sb, &[]), "pm-up");
+    assert_success(&sb.stop(&["@t"]), "pm-stop @t");
+    fs::write(sb.path("a.fails"), "").unwrap();
+    let out = sb.cmd("pm-start").arg("@t").output().unwrap();
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("pm-start: a: failed to start: exited with status 3"),
+        "{}",
+        describe(&out)
+    );
+    live_pid(&sb, "b");
+    assert_eq!(sb.state_of("b"), "running");
+    assert_ne!(sb.state_of("a"), "running");
+    assert_success(&down(&sb, &[]), "pm-down");
+    assert_nothing_left(&sb);
+}
+
 /// `started`: b needs a only started, and a is ready only once b has begun. Were
 /// `started` waited for as `ready`, a would never become ready.
 #[test]
