@@ -328,6 +328,10 @@ impl Supervisor {
         use std::os::unix::process::CommandExt;
         let now = Instant::now();
         let mut cmd = std::process::Command::new("/proc/self/exe");
+        // Not the caller's run id (a service or task that ran this pm-start): with it, a
+        // stop of the caller that has lost its leader would take this monitor, and what it
+        // supervises, for the caller's own (they are found by that marker).
+        cmd.env_remove(crate::record::RUN_ID_VAR);
         cmd.arg0(TOOL)
             .arg(REEXEC_FLAG)
             .arg(self.name.as_str())

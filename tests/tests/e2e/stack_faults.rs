@@ -324,6 +324,50 @@ fn a_killed_task_runner_leaves_nothing_of_a_slowly_dying_task() {
     kill_the_runner_and_find_nothing_left(&sb);
 }
 
+/// A task that starts a supervised service of its own (pm-start --restart): when the
+/// task's runner is SIGKILLed, what pm-up kills is the task's, not that service or its
+/// monitor (the monitor, detached into a session of its own, once carried the task's
+/// PM_RUN_ID and was taken for the task's, with the service under it).
+#[test]
+fn a_killed_task_runner_leaves_a_service_the_task_started_alone() {
+    let sb = Sandbox::new();
+    let start = bin_dir().join("pm-start");
+    write_stack(
+        &sb,
+        &format!(
+            "[services.t]\ncommand = \"{} helper --restart always -- sleep 1000 && sleep 1000 & echo $! > child; echo $$ > task; wait\"\noneshot = true\n",
+            s(&start)
+        ),
+    );
+    let run = sb.spawn_tool("up", "pm-up", &[]);
+    wait_until("the helper is supervised and running", || {
+        sb.state_of("helper") == "running" && sb.status_json(&["helper"])[0]["monitor_pid"].is_i64()
+    });
+    let helper = sb.pid("helper").expect("helper's pid");
+    let monitor = sb.status_json(&["helper"])[0]["monitor_pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let task = pid_in(&sb, "task");
+    let runner = procfs::Stat::read(task).expect("the task's stat").ppid;
+    sigkill(runner);
+    let done = run.finish(Duration::from_secs(60));
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    assert!(!is_alive(task), "the task outlived its runner");
+    assert!(
+        is_alive(helper),
+        "the task's service was killed: {}",
+        done.describe()
+    );
+    assert!(
+        is_alive(monitor),
+        "the service's monitor was killed: {}",
+        done.describe()
+    );
+    assert_eq!(sb.state_of("helper"), "running");
+    assert_success(&sb.stop(&["helper"]), "pm-stop helper");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
 /// pm-down while a pm-up of the same file is still starting: it waits for that pm-up to
 /// end (said on stderr), then stops everything, also what the pm-up started after
 /// pm-down began (c, started only once b is ready). Before, pm-down stopped what it saw
