@@ -24,11 +24,17 @@ pub fn down(
 ) -> Result<Code> {
     let sd = StateDir::resolve(state_dir, false)?;
     // Not in a state dir that does not exist (nothing to stop, nothing to create).
-    let _held = match sd.path().is_dir() {
+    let held = match sd.path().is_dir() {
         true => Some(super::hold(&sd, file, false, TOOL)?),
         false => None,
     };
     let rec = Recorded::read(&sd, file)?;
+    // No record of this stack left (forgotten, or never started here): nor its lock files.
+    if rec.from_file.is_empty() {
+        if let Some(h) = held {
+            h.remove();
+        }
+    }
     let (mut set, code) = rec.chosen(file, targets)?;
     // Whatever needs a service that stops goes first, whichever file it came from.
     loop {

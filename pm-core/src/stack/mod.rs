@@ -223,17 +223,39 @@ pub fn locate(file: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// The environment entry pm-up gives everything it runs (`PM_STACK_LOCK=`, the path of
+/// its stack's lock): a pm-down or pm-up of the same file run from inside (a task, a
+/// service's script) must not wait for the pm-up it runs under, which waits for it.
+const NESTED_VAR: &str = "PM_STACK_LOCK";
+
+/// A hold on a stack (see [`hold`]), released on drop.
+pub(crate) struct Hold {
+    /// The lock, then (pm-down's) the turnstile; none for a pm-down run from inside a
+    /// pm-up of the same file.
+    locks: Vec<crate::lock::NameLock>,
+}
+
+impl Hold {
+    /// Releases the hold and removes its files (pm-down, once no record names the stack):
+    /// whoever waits on them finds them gone and takes new ones.
+    pub(crate) fn remove(self) {
+        for l in self.locks {
+            let _ = l.remove();
+        }
+    }
+}
+
 /// Held by pm-up (shared: several pm-up runs of one file go on side by side) and by
 /// pm-down (exclusive) for the whole of their run, on `STATE/.stack.HASH.lock` (HASH: of
 /// the file's path, as [`locate`] gives it): a pm-down waits for every pm-up of its file to
 /// end, so none starts a service after pm-down has looked, and a pm-up waits for a
-/// pm-down to end. Said on stderr when it has to wait.
-pub(crate) fn hold(
-    sd: &crate::StateDir,
-    file: &Path,
-    shared: bool,
-    tool: &str,
-) -> Result<crate::lock::NameLock> {
+/// pm-down to end. pm-down holds a turnstile, `STATE/.stack.HASH.turn`, from before it
+/// waits to its end, and a pm-up passes through it first, so that a stream of pm-up runs
+/// cannot keep a pm-down waiting for ever (flock lets a shared taker in while an exclusive
+/// one waits). A pm-up or pm-down run by what a pm-up of the same file runs neither waits
+/// for that pm-up nor at the turnstile. Said on stderr when it has to wait.
+pub(crate) fn hold(sd: &crate::StateDir, file: &Path, shared: bool, tool: &str) -> Result<Hold> {
+    use crate::lock::NameLock;
     // FNV-1a: the same in every build (the standard library's hasher is not promised to be).
     let hash = file
         .as_os_str()
@@ -243,26 +265,56 @@ pub(crate) fn hold(
             (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
         });
     let path = sd.path().join(format!(".stack.{hash:016x}.lock"));
-    let now = if shared {
-        crate::lock::NameLock::shared(&path, false)?
-    } else {
-        crate::lock::NameLock::try_acquire(&path)?
+    let turn = sd.path().join(format!(".stack.{hash:016x}.turn"));
+    let nested = std::env::var_os(NESTED_VAR).is_some_and(|v| v == path.as_os_str());
+    let say = |what: &str| crate::report::say(tool, &file.display().to_string(), what);
+    // Takes `path` now if it can, else says `why` and waits for it.
+    let take = |path: &Path, shared: bool, why: &str| -> Result<NameLock> {
+        let now = if shared {
+            NameLock::shared(path, false)?
+        } else {
+            NameLock::try_acquire(path)?
+        };
+        if let Some(l) = now {
+            return Ok(l);
+        }
+        say(why);
+        match shared {
+            true => NameLock::shared(path, true)?
+                .ok_or_else(|| Error::Os(format!("{}: lock", path.display()))),
+            false => NameLock::acquire(path),
+        }
     };
-    if let Some(l) = now {
-        return Ok(l);
-    }
-    let what = if shared {
-        "waiting for a pm-down of this file to end"
-    } else {
-        "waiting for the pm-up of this file to end, and the starts it began (interrupt it to stop it sooner)"
-    };
-    crate::report::say(tool, &file.display().to_string(), what);
+    const DOWN: &str = "waiting for a pm-down of this file to end";
+    const UP: &str = "waiting for the pm-up of this file to end, and the starts it began (interrupt it to stop it sooner)";
+    let mut locks = Vec::new();
     if shared {
-        crate::lock::NameLock::shared(&path, true)?
-            .ok_or_else(|| Error::Os(format!("{}: lock", path.display())))
+        // Through the turnstile, unless run by a pm-up of this file (a pm-down waiting
+        // there waits for that pm-up).
+        let gate = if nested {
+            None
+        } else {
+            Some(take(&turn, false, DOWN)?)
+        };
+        locks.push(take(&path, true, DOWN)?);
+        drop(gate);
+        // Everything this pm-up runs inherits it (set while pm-up has no other thread).
+        std::env::set_var(NESTED_VAR, &path);
+    } else if nested {
+        match NameLock::try_acquire(&path)? {
+            Some(l) => locks.push(l),
+            None => say("run by the pm-up of this file: not waiting for it"),
+        }
     } else {
-        crate::lock::NameLock::acquire(&path)
+        let gate = take(
+            &turn,
+            false,
+            "waiting for another pm-down of this file to end",
+        )?;
+        locks.push(take(&path, false, UP)?);
+        locks.push(gate);
     }
+    Ok(Hold { locks })
 }
 
 impl Stack {

@@ -398,6 +398,76 @@ fn a_down_during_an_up_waits_for_it_and_leaves_nothing_up() {
     wait_until("the sandbox is empty", || sb.processes().is_empty());
 }
 
+/// A task that runs pm-down of its own stack does not wait for the pm-up that runs it
+/// (which waits for the task): it says so and stops what it was asked to.
+#[test]
+fn a_down_run_by_a_task_of_the_same_file_does_not_wait_for_its_up() {
+    let sb = Sandbox::new();
+    let down = bin_dir().join("pm-down");
+    write_stack(
+        &sb,
+        &format!(
+            "[services.a]\ncommand = \"exec sleep 1000\"\n\n[services.t]\ncommand = \"{} a\"\noneshot = true\nneeds = [\"a\"]\n",
+            s(&down)
+        ),
+    );
+    let up = sb.spawn_tool("up", "pm-up", &[]);
+    let up = up.finish(Duration::from_secs(60));
+    assert_eq!(up.code(), Some(0), "{}", up.describe());
+    // The task's output is in its log.
+    let log = fs::read_to_string(sb.state.join("t.log")).unwrap_or_default();
+    assert!(
+        log.contains("run by the pm-up of this file: not waiting for it"),
+        "{log}"
+    );
+    assert_eq!(sb.state_of("a"), "stopped", "{}", up.describe());
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
+/// A pm-down waiting for a pm-up holds back the pm-up runs that come after it (else a
+/// stream of overlapping pm-up runs would keep it waiting for ever): the later pm-up
+/// waits for the pm-down, and brings the stack up again after it.
+#[test]
+fn a_waiting_down_goes_before_a_later_up() {
+    let sb = Sandbox::new();
+    write_stack(
+        &sb,
+        "[services.a]\ncommand = \"exec sleep 1000\"\n\n[services.b]\ncommand = \"exec sleep 1001\"\nready = \"file:b.go\"\nready_timeout = \"60s\"\nneeds = [\"a\"]\n",
+    );
+    let first = sb.spawn_tool("up1", "pm-up", &[]);
+    wait_until("b is starting", || sb.pid("b").is_some_and(is_alive));
+    let down = sb.spawn_tool("down", "pm-down", &[]);
+    wait_until("pm-down waits", || {
+        down.stderr_so_far()
+            .contains("waiting for the pm-up of this file to end")
+    });
+    let second = sb.spawn_tool("up2", "pm-up", &[]);
+    wait_until("the second pm-up waits for pm-down", || {
+        second
+            .stderr_so_far()
+            .contains("waiting for a pm-down of this file to end")
+    });
+    fs::write(sb.path("b.go"), "").unwrap();
+    let first = first.finish(Duration::from_secs(60));
+    assert_eq!(first.code(), Some(0), "{}", first.describe());
+    let b = sb.pid("b").expect("b's pid");
+    let down = down.finish(Duration::from_secs(60));
+    assert_eq!(down.code(), Some(0), "{}", down.describe());
+    // The second pm-up brings both up again after the pm-down (b once its file is newer
+    // than its new start).
+    wait_until("the second pm-up starts b", || {
+        sb.pid("b").is_some_and(|p| p != b && is_alive(p))
+    });
+    fs::write(sb.path("b.go"), "again").unwrap();
+    let second = second.finish(Duration::from_secs(60));
+    assert_eq!(second.code(), Some(0), "{}", second.describe());
+    for n in ["a", "b"] {
+        assert_eq!(sb.state_of(n), "running", "{n}: {}", second.describe());
+    }
+    assert_success(&sb.cmd("pm-down").output().unwrap(), "pm-down");
+    wait_until("the sandbox is empty", || sb.processes().is_empty());
+}
+
 /// pm-up SIGKILLed while b is starting: its child finishes b's start (as a pm-start
 /// would), and a pm-down waits for that start to end instead of stopping a and leaving
 /// b to come up after it.
