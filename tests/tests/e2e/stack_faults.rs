@@ -242,7 +242,9 @@ fn a_killed_up_leaves_no_task_behind() {
     );
     let mut run = sb.spawn_tool("up", "pm-up", &[]);
     wait_until("the task began", || {
-        fs::read_to_string(sb.path("child")).is_ok_and(|s| s.ends_with('\n'))
+        ["task", "child"]
+            .iter()
+            .all(|f| fs::read_to_string(sb.path(f)).is_ok_and(|s| s.ends_with('\n')))
     });
     let (task, child) = (pid_in(&sb, "task"), pid_in(&sb, "child"));
     assert!(is_alive(task) && is_alive(child));
@@ -761,7 +763,9 @@ fn a_killed_job_leaves_no_task_behind() {
     cmd.process_group(0);
     let mut run = sb.spawn_cmd("up", cmd);
     wait_until("the task began", || {
-        fs::read_to_string(sb.path("child")).is_ok_and(|s| s.ends_with('\n'))
+        ["task", "child"]
+            .iter()
+            .all(|f| fs::read_to_string(sb.path(f)).is_ok_and(|s| s.ends_with('\n')))
     });
     let (task, child) = (pid_in(&sb, "task"), pid_in(&sb, "child"));
     kill(Pid::from_raw(-run.pid()), Signal::SIGKILL).unwrap();
