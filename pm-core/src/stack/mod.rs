@@ -289,12 +289,12 @@ pub(crate) fn hold(sd: &crate::StateDir, file: &Path, shared: bool, tool: &str) 
     const UP: &str = "waiting for the pm-up of this file to end, and the starts it began (interrupt it to stop it sooner)";
     let mut locks = Vec::new();
     if shared {
-        // Through the turnstile, unless run by a pm-up of this file (a pm-down waiting
-        // there waits for that pm-up).
+        // Through the turnstile (shared: pm-up runs do not wait for each other there),
+        // unless run by a pm-up of this file (a pm-down waiting there waits for that one).
         let gate = if nested {
             None
         } else {
-            Some(take(&turn, false, DOWN)?)
+            Some(take(&turn, true, DOWN)?)
         };
         locks.push(take(&path, true, DOWN)?);
         drop(gate);
