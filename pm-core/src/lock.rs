@@ -34,17 +34,15 @@ impl NameLock {
         Self::take(path, FlockArg::LockExclusiveNonblock)
     }
 
-    /// Takes the lock at `path` shared (with other shared holders, never with an
-    /// exclusive one); `wait`: blocks until it can, else `Ok(None)` when it cannot now.
-    pub fn shared(path: &Path, wait: bool) -> Result<Option<NameLock>> {
-        Self::take(
-            path,
-            if wait {
-                FlockArg::LockShared
-            } else {
-                FlockArg::LockSharedNonblock
-            },
-        )
+    /// [`NameLock::acquire`], shared: with other shared holders, never with an exclusive
+    /// one.
+    pub fn acquire_shared(path: &Path) -> Result<NameLock> {
+        Self::take(path, FlockArg::LockShared).map(|l| l.ok_or_else(|| Error::Os("lock".into())))?
+    }
+
+    /// [`NameLock::try_acquire`], shared.
+    pub fn try_acquire_shared(path: &Path) -> Result<Option<NameLock>> {
+        Self::take(path, FlockArg::LockSharedNonblock)
     }
 
     /// Removes the lock file, then releases the lock: for a name that has no record (a

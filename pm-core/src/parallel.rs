@@ -129,20 +129,26 @@ pub fn map_in_order<T: Send, R: Send>(
         }
     }
     let broke = || broken.load(Ordering::Acquire);
+    // Item `i` mapped, its result left for the sink.
+    let compute = |i: usize| {
+        let item = inputs[i].lock().map(|mut s| s.take()).ok().flatten();
+        let r = item.map(&f);
+        if let Ok(mut out) = outputs[i].lock() {
+            *out = r;
+        }
+    };
     let work = || {
         let _gone = Gone(&gone, &broken, &notify);
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(slot) = inputs.get(i) else { break };
+            if i >= n {
+                break;
+            }
             wait(&|| i < taken.load(Ordering::Acquire) + window || broke());
             if broke() {
                 break;
             }
-            let item = slot.lock().map(|mut s| s.take()).ok().flatten();
-            let r = item.map(&f);
-            if let Ok(mut out) = outputs[i].lock() {
-                *out = r;
-            }
+            compute(i);
             notify();
         }
     };
@@ -174,11 +180,7 @@ pub fn map_in_order<T: Send, R: Send>(
                 {
                     continue;
                 }
-                let item = inputs[j].lock().map(|mut s| s.take()).ok().flatten();
-                let r = item.map(&f);
-                if let Ok(mut o) = outputs[j].lock() {
-                    *o = r;
-                }
+                compute(j);
             }
             if let Some(r) = out.lock().ok().and_then(|mut o| o.take()) {
                 sink(r);

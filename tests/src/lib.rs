@@ -567,6 +567,11 @@ pub fn stat(pid: i32) -> Stat {
     Stat::read(pid).unwrap_or_else(|| panic!("pid {pid} is not in /proc"))
 }
 
+/// Writes the sandbox's stack file, `pm.toml` (pm-up's and pm-down's default).
+pub fn write_stack(sb: &Sandbox, toml: &str) {
+    fs::write(sb.path("pm.toml"), toml).unwrap();
+}
+
 /// SIGKILLs a process the test itself may kill, and waits until it is gone.
 #[track_caller]
 pub fn sigkill(pid: i32) {

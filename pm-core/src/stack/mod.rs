@@ -270,18 +270,16 @@ pub(crate) fn hold(sd: &crate::StateDir, file: &Path, shared: bool, tool: &str) 
     let say = |what: &str| crate::report::say(tool, &file.display().to_string(), what);
     // Takes `path` now if it can, else says `why` and waits for it.
     let take = |path: &Path, shared: bool, why: &str| -> Result<NameLock> {
-        let now = if shared {
-            NameLock::shared(path, false)?
-        } else {
-            NameLock::try_acquire(path)?
+        let now = match shared {
+            true => NameLock::try_acquire_shared(path)?,
+            false => NameLock::try_acquire(path)?,
         };
         if let Some(l) = now {
             return Ok(l);
         }
         say(why);
         match shared {
-            true => NameLock::shared(path, true)?
-                .ok_or_else(|| Error::Os(format!("{}: lock", path.display()))),
+            true => NameLock::acquire_shared(path),
             false => NameLock::acquire(path),
         }
     };

@@ -500,10 +500,9 @@ fn run_task(sd: &StateDir, svc: &Service, report: Option<&std::os::fd::OwnedFd>)
     if let Some(fd) = report {
         // First the run id alone (born after this runner), for a kill between the spawn
         // and the report below: what carries it is then still found.
-        let me = crate::process::Stat::read(std::process::id() as i32)?;
         TaskReport {
             pid: 0,
-            start_time: me.map_or(0, |s| s.start_time),
+            start_time: crate::monitor::me()?.start_time,
             marker: marker.clone(),
         }
         .write(fd);
@@ -609,28 +608,24 @@ impl TaskReport {
     /// born since it began, and any carrying its run id, by the stop algorithm of a
     /// service whose leader is gone.
     fn sweep(self, name: &str) {
-        let t = self;
         // The task dies of PDEATHSIG, but not at once: still alive, it is the leader (its
         // PID checked against its start time), and its group and session are stopped as
         // a live service's are. Seen as a leaderless plan, its live PID would make its
         // group and session look like another process's, and nothing would be stopped.
-        let known = t.pid > 0;
+        let known = self.pid > 0;
         let leader = crate::process::boot_id()
             .ok()
             .filter(|_| known)
             .and_then(|boot_id| {
-                let expect = crate::process::Expect::StartTime {
-                    start_time: t.start_time,
-                    boot_id,
-                };
-                crate::process::Handle::open(t.pid, &expect).ok()?.ok()
+                let expect = crate::process::Expect::started(self.start_time, &boot_id);
+                crate::process::Handle::open(self.pid, &expect).ok()?.ok()
             });
         let plan = stop::Plan {
-            marker: format!("{}={}", crate::record::RUN_ID_VAR, t.marker),
+            marker: format!("{}={}", crate::record::RUN_ID_VAR, self.marker),
             leader,
-            pgid: known.then_some(t.pid),
-            sid: known.then_some(t.pid),
-            born_after: t.start_time,
+            pgid: known.then_some(self.pid),
+            sid: known.then_some(self.pid),
+            born_after: self.start_time,
             signal: Signal::SIGKILL,
             timeout: Duration::ZERO,
             kill: true,

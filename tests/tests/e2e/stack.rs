@@ -10,10 +10,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pm_tests::*;
 
-fn write_stack(sb: &Sandbox, toml: &str) {
-    fs::write(sb.path("pm.toml"), toml).unwrap();
-}
-
 fn up(sb: &Sandbox, args: &[&str]) -> std::process::Output {
     sb.cmd("pm-up").args(args).output().expect("run pm-up")
 }

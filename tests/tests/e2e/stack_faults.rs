@@ -9,10 +9,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use pm_tests::*;
 
-fn write_stack(sb: &Sandbox, toml: &str) {
-    fs::write(sb.path("pm.toml"), toml).unwrap();
-}
-
 /// Live (not zombie) children of `pid`, by the harness's /proc reader.
 fn children(pid: i32) -> Vec<i32> {
     pm_tests::procfs::scan()
