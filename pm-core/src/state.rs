@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::lock::NameLock;
@@ -452,6 +453,26 @@ impl StateDir {
     }
 
     fn list_keeping(&self, environment: bool) -> Result<Vec<(Name, Result<Record>)>> {
+        let read = crate::parallel::map(self.record_names()?, |name| {
+            let rec = self.read_record_as(&name, !environment);
+            (name, rec)
+        });
+        let mut out = Vec::with_capacity(read.len());
+        for (name, rec) in read {
+            match rec {
+                Ok(Some(r)) => out.push((name, Ok(r))),
+                Ok(None) => {} // removed while listing
+                Err(e) => out.push((name, Err(e))),
+            }
+        }
+        // Each start time parsed once, not at every comparison.
+        out.sort_by_cached_key(|(n, r)| start_order(n, r.as_ref().ok()));
+        Ok(out)
+    }
+
+    /// The names of the records here, in no order (see [`start_order`] for the order of
+    /// [`StateDir::list`]).
+    pub fn record_names(&self) -> Result<Vec<Name>> {
         let dir = match fs::read_dir(&self.path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -468,22 +489,20 @@ impl StateDir {
                 names.push(name);
             }
         }
-        let read = crate::parallel::map(names, |name| {
-            let rec = self.read_record_as(&name, !environment);
-            (name, rec)
-        });
-        let mut out = Vec::with_capacity(read.len());
-        for (name, rec) in read {
-            match rec {
-                Ok(Some(r)) => out.push((name, Ok(r))),
-                Ok(None) => {} // removed while listing
-                Err(e) => out.push((name, Err(e))),
-            }
-        }
-        // Each start time parsed once, not at every comparison.
-        out.sort_by_cached_key(|(n, r)| (r.as_ref().ok().and_then(|r| r.started()), n.clone()));
-        Ok(out)
+        Ok(names)
     }
+
+    /// [`StateDir::read_record`] for a report: without the record's environment (most of
+    /// its size; see [`Record::for_report`]). Never write such a record back.
+    pub fn read_record_for_report(&self, name: &Name) -> Result<Option<Record>> {
+        self.read_record_as(name, true)
+    }
+}
+
+/// Where a record goes in [`StateDir::list`]: oldest start first, never-started (and
+/// unreadable) ones first of all, each group by name.
+pub fn start_order(name: &Name, record: Option<&Record>) -> (Option<SystemTime>, Name) {
+    (record.and_then(Record::started), name.clone())
 }
 
 fn encode(record: &Record) -> Result<Vec<u8>> {

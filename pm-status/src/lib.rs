@@ -11,6 +11,7 @@ use pm_core::record::rfc3339;
 use pm_core::record::Record;
 use pm_core::report::out;
 use pm_core::status::{report_record, Inspection, State};
+use pm_core::state::start_order;
 use pm_core::{duration, Code, Name, StateDir};
 use serde::Serialize;
 use serde_json::Value;
@@ -93,6 +94,51 @@ fn records(
         .collect())
 }
 
+/// Every service to report, looked at on a few threads, each made into `R` by `show`
+/// there: with no NAME every recorded one, in start order; else the NAMEs in the order
+/// given (a NAME without a record is looked at as unknown).
+fn look_at<R: Send>(
+    sd: &StateDir,
+    names: &[String],
+    template: Option<&str>,
+    show: impl Fn(Inspection) -> R + Sync,
+) -> Result<Vec<R>> {
+    let look = |n: Name| {
+        let r = sd.read_record_for_report(&n);
+        let order = match &r {
+            Ok(None) if names.is_empty() => return None, // removed while listing
+            Ok(r) => start_order(&n, r.as_ref()),
+            Err(_) => start_order(&n, None),
+        };
+        Some((order, show(report_record(sd, &n, template, r))))
+    };
+    if !names.is_empty() {
+        let seen = pm_core::parallel::map(sd.targets(names)?, look);
+        return Ok(seen.into_iter().flatten().map(|(_, r)| r).collect());
+    }
+    // Each record is read and looked at in one step: no wait for the last read before
+    // the first look, and the start order is known once all are in.
+    let mut seen: Vec<_> = pm_core::parallel::map(sd.record_names()?, look)
+        .into_iter()
+        .flatten()
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(seen.into_iter().map(|(_, r)| r).collect())
+}
+
+/// A service's pretty JSON, indented as an element of the array.
+fn indented(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for (j, line) in text.lines().enumerate() {
+        if j > 0 {
+            out.push('\n');
+        }
+        out.push_str("  ");
+        out.push_str(line);
+    }
+    out
+}
+
 /// `--log`: the recorded log path of each NAME (every recorded service without NAMEs);
 /// a NAME without a record is said on stderr and makes the exit code 4.
 fn print_logs(sd: &StateDir, names: &[String]) -> Result<ExitCode> {
@@ -116,9 +162,6 @@ fn print_logs(sd: &StateDir, names: &[String]) -> Result<ExitCode> {
     Ok(code.into())
 }
 
-/// Services of `--json` output looked at ahead of the one being written.
-const JSON_WINDOW: usize = 256;
-
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let sd = StateDir::resolve(cli.state.dir(), false)?;
     if cli.complete_names {
@@ -134,61 +177,31 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         return print_logs(&sd, &cli.names);
     }
     let template = pm_core::name::pidfile_template(cli.pidfile.as_deref())?;
-    let todo = records(&sd, &cli.names)?;
-    let inspect = |(n, r): (Name, pm_core::Result<Option<Record>>)| {
-        report_record(&sd, &n, template.as_deref(), r)
-    };
     if cli.json {
-        // Streamed, a batch of services at a time (each batch looked at in parallel):
-        // memory stays flat with thousands of services.
-        let mut codes = Vec::with_capacity(todo.len());
+        // Each service made into its text where it was looked at, on the threads that
+        // looked: this thread only writes.
+        let seen = look_at(&sd, &cli.names, template.as_deref(), |ins| {
+            let text = serde_json::to_string_pretty(&to_json(&ins));
+            (ins.state.code(), text.map(|t| indented(&t)))
+        })?;
         let stdout = std::io::stdout();
         let mut w = BufWriter::new(stdout.lock());
-        let mut failed: Option<std::io::Error> = None;
-        let mut write = |(code, obj): (Code, serde_json::Result<String>)| {
-            codes.push(code);
-            if failed.is_some() {
-                return;
+        let written = (|| -> std::io::Result<()> {
+            for (i, (_, text)) in seen.iter().enumerate() {
+                let text = text.as_ref().map_err(|e| std::io::Error::other(e.to_string()))?;
+                w.write_all(if i == 0 { b"[\n" } else { b",\n" })?;
+                w.write_all(text.as_bytes())?;
             }
-            let put = (|| -> std::io::Result<()> {
-                let obj = obj?;
-                w.write_all(if codes.len() == 1 { b"[\n" } else { b",\n" })?;
-                for (j, line) in obj.lines().enumerate() {
-                    if j > 0 {
-                        w.write_all(b"\n")?;
-                    }
-                    w.write_all(b"  ")?;
-                    w.write_all(line.as_bytes())?;
-                }
-                Ok(())
-            })();
-            failed = put.err();
-        };
-        pm_core::parallel::map_in_order(
-            todo,
-            JSON_WINDOW,
-            |item| {
-                let ins = inspect(item);
-                (
-                    ins.state.code(),
-                    serde_json::to_string_pretty(&to_json(&ins)),
-                )
-            },
-            &mut write,
-        );
-        let written = match failed {
-            Some(e) => Err(e),
-            None => w
-                .write_all(if codes.is_empty() { b"[]\n" } else { b"\n]\n" })
-                .and_then(|()| w.flush()),
-        };
+            w.write_all(if seen.is_empty() { b"[]\n" } else { b"\n]\n" })?;
+            w.flush()
+        })();
         match written {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
             _ => {}
         }
-        return Ok(Code::first_not_ok(codes).into());
+        return Ok(Code::first_not_ok(seen.into_iter().map(|(c, _)| c)).into());
     }
-    let seen: Vec<Inspection> = pm_core::parallel::map(todo, inspect);
+    let seen: Vec<Inspection> = look_at(&sd, &cli.names, template.as_deref(), |i| i)?;
     if !cli.quiet {
         let width = std::io::stdout()
             .is_terminal()
