@@ -485,13 +485,7 @@ impl Cgroup {
     /// [`Cgroup::usage_in`]: each file is then one step from it, not a walk of the whole
     /// hierarchy's path (the walks were most of what pm-status spent per service).
     pub fn snapshot_dir(&self) -> Option<(Vec<i32>, Option<std::os::fd::OwnedFd>)> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // O_PATH: the directory is only a place to look up from, and costs no open of it.
-        let dir = match fs::File::options()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
-            .open(&self.path)
-        {
+        let dir = match open_dir(&self.path) {
             Ok(d) => d,
             Err(_) => return self.snapshot().map(|p| (p, None)),
         };
@@ -500,7 +494,7 @@ impl Cgroup {
             Ok(m) if m.nlink() == 2 => {}
             _ => return self.snapshot().map(|p| (p, None)),
         }
-        let procs = open_at(&dir, "cgroup.procs").and_then(process::read_seq);
+        let procs = open_at(&dir, "cgroup.procs").and_then(process::read_seq_lines);
         let pids = match procs {
             Ok(text) => text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
             // Removed meanwhile: as snapshot says of a cgroup that is gone.
@@ -660,7 +654,7 @@ impl Cgroup {
         known: Option<&Stat>,
     ) -> Usage {
         let read = |file: &str| match dir {
-            Some(d) => open_at(d, file).and_then(process::read_seq),
+            Some(d) => open_at(d, file).and_then(process::read_seq_lines),
             None => process::read_pseudo(self.path.join(file)),
         };
         let members: Vec<Stat> = pids
@@ -724,6 +718,47 @@ impl Cgroup {
 }
 
 /// Opens `file` in the directory `dir` for reading.
+/// A cgroup's directory, O_PATH (only a place to look up from: no open of it), found from
+/// its parent's, which each thread opens once: the services of a state directory share
+/// one parent, and the walk of its path through kernfs was the dearest part of the open.
+fn open_dir(path: &Path) -> io::Result<File> {
+    use std::cell::RefCell;
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |p: &Path| {
+        fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_PATH | libc::O_NOFOLLOW)
+            .open(p)
+    };
+    thread_local! {
+        static PARENT: RefCell<Option<(PathBuf, File)>> = const { RefCell::new(None) };
+    }
+    let (Some(parent), Some(leaf)) = (path.parent(), path.file_name()) else {
+        return open(path);
+    };
+    let found = PARENT.with_borrow_mut(|cached| {
+        if cached.as_ref().is_none_or(|(p, _)| p != parent) {
+            *cached = open(parent).ok().map(|d| (parent.to_path_buf(), d));
+        }
+        let (_, dir) = cached.as_ref()?;
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            leaf,
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        );
+        fd.ok().map(File::from)
+    });
+    // A parent removed (and made again) since it was opened is looked up afresh.
+    match found {
+        Some(d) => Ok(d),
+        None => open(path),
+    }
+}
+
 fn open_at(dir: &impl AsFd, file: &str) -> io::Result<File> {
     let fd = nix::fcntl::openat(
         dir.as_fd(),

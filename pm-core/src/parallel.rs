@@ -2,7 +2,7 @@
 //!
 //! pm-status with a thousand services spends its time in open/read of small kernel files,
 //! one service after another; the answers do not depend on each other, so the work is
-//! shared among a few threads (one per CPU, at most [`MAX_THREADS`]) and the results come
+//! shared among a few threads (one more than there are CPUs, at most [`MAX_THREADS`]) and the results come
 //! back in the order of the input.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,10 +15,13 @@ pub const MAX_THREADS: usize = 4;
 /// Below this many items one thread is faster than starting more.
 const MIN_ITEMS: usize = 64;
 
-/// Threads worth starting: one per CPU, at most [`MAX_THREADS`].
+/// Threads worth starting: one more than there are CPUs, at most [`MAX_THREADS`]. A
+/// thread that sleeps on a kernel lock (kernfs, cgroup) leaves its CPU idle, and the one
+/// more takes it: pm-status --json at 1000 services kept 1.45 of 2 CPUs busy with two
+/// threads, 1.73 with three (25.0 -> 21.7 ms).
 fn threads() -> usize {
     std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+        .map_or(1, |n| n.get() + 1)
         .min(MAX_THREADS)
 }
 

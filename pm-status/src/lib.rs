@@ -10,8 +10,8 @@ use clap::Parser;
 use pm_core::record::rfc3339;
 use pm_core::record::Record;
 use pm_core::report::out;
-use pm_core::status::{report_record, Inspection, State};
 use pm_core::state::start_order;
+use pm_core::status::{report_record, Inspection, State};
 use pm_core::{duration, Code, Name, StateDir};
 use serde::Serialize;
 use serde_json::Value;
@@ -188,7 +188,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         let mut w = BufWriter::new(stdout.lock());
         let written = (|| -> std::io::Result<()> {
             for (i, (_, text)) in seen.iter().enumerate() {
-                let text = text.as_ref().map_err(|e| std::io::Error::other(e.to_string()))?;
+                let text = text
+                    .as_ref()
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
                 w.write_all(if i == 0 { b"[\n" } else { b",\n" })?;
                 w.write_all(text.as_bytes())?;
             }
