@@ -1508,15 +1508,16 @@ fn a_user_with_a_delegated_cgroup_gets_cgroups_there_and_one_without_gets_groups
     assert!(sb.processes().is_empty());
 }
 
-/// A cgroup of 801 processes: cgroup.procs comes in more than one read (the kernel
-/// returns a short read before its end), and pm-status counts them all.
+/// A cgroup of 1501 processes: cgroup.procs (at least 4 bytes a line, more than a page)
+/// comes in more than one read (the kernel returns a short read before its end), and
+/// pm-status counts them all.
 #[test]
 fn status_counts_every_process_of_a_large_cgroup() {
     let sb = Sandbox::new();
     sb.start_sh(
         "big",
         &[],
-        "for i in $(seq 800); do sleep 1000 & done; wait",
+        "for i in $(seq 1500); do sleep 1000 & done; wait",
     );
     if sb.cgroup_dir().is_none() || sb.rec("big")["cgroup"].is_null() {
         return skip("no cgroup for this start");
@@ -1528,8 +1529,8 @@ fn status_counts_every_process_of_a_large_cgroup() {
             .lines()
             .count()
     };
-    wait_until("801 processes in the cgroup", || count() == 801);
+    wait_until("1501 processes in the cgroup", || count() == 1501);
     let st = &sb.status_json(&["big"])[0];
-    assert_eq!(st["usage"]["procs"], 801, "{st}");
+    assert_eq!(st["usage"]["procs"], 1501, "{st}");
     assert_success(&sb.stop(&["big"]), "pm-stop big");
 }
