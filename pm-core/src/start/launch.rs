@@ -38,22 +38,10 @@ pub(super) fn launch(
     stop_leftovers(sd, &spec, seen)?;
 
     let checks = spec.checks.clone();
-    let grace = spec.grace.unwrap_or(if checks.is_empty() {
-        plan::DEFAULT_GRACE
-    } else {
-        Duration::ZERO
-    });
     let baseline = PidfileBaseline::take(&spec.pidfile);
     let log_from = std::fs::metadata(&spec.log).map(|m| m.len()).unwrap_or(0);
     let follower = LogFollower::new(&spec.log);
-    let mut notify = if checks.iter().any(|c| matches!(c, Check::Notify)) {
-        Some(NotifySocket::bind(
-            &sd.notify_path(&spec.name),
-            creds.as_ref().map(|c| (c.uid, c.gid)),
-        )?)
-    } else {
-        None
-    };
+    let mut notify = notify_socket(sd, &spec, creds.as_ref())?;
     let mut rec = new_record(&spec, prior.as_ref(), mon)?;
     let run_id = super::new_run_id()?;
     rec.run_id = Some(run_id.clone());
@@ -108,7 +96,7 @@ pub(super) fn launch(
         baseline,
         cwd: &spec.cwd,
         user: creds.as_ref(),
-        grace,
+        grace: grace_of(&spec),
         ready_timeout: spec.ready_timeout,
         born_after: rec.start_time.unwrap_or(0),
         spawned_at,
@@ -121,6 +109,33 @@ pub(super) fn launch(
     let tracked = waiter.into_tracked();
     drop(notify);
     finish::finish(sd, &spec, rec, tracked, end, log_from, up)
+}
+
+/// How long the service must stay up to count as started: without a readiness check
+/// the default grace, with one none unless asked (the check is the proof).
+fn grace_of(spec: &Spec) -> Duration {
+    spec.grace.unwrap_or(if spec.checks.is_empty() {
+        plan::DEFAULT_GRACE
+    } else {
+        Duration::ZERO
+    })
+}
+
+/// The socket a `--ready notify` service reports on, bound (and owned by the service's
+/// user) before the spawn; `None` without that check.
+fn notify_socket(
+    sd: &StateDir,
+    spec: &Spec,
+    creds: Option<&Credentials>,
+) -> Result<Option<NotifySocket>> {
+    if !spec.checks.iter().any(|c| matches!(c, Check::Notify)) {
+        return Ok(None);
+    }
+    let owner = creds.map(|c| (c.uid, c.gid));
+    Ok(Some(NotifySocket::bind(
+        &sd.notify_path(&spec.name),
+        owner,
+    )?))
 }
 
 /// The record of this start, before the spawn: the plan, and for a supervised start its

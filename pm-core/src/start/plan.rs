@@ -117,6 +117,26 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     std::path::absolute(p).map_err(|e| Error::io(p, e))
 }
 
+/// The stack a start belongs to. From the record (pm-restart, a start by hand): still
+/// the stack's member, but no longer started by that pm-up run, which must not stop it
+/// on an interrupt.
+fn stack_of(cli: &Request, rec: Option<&Record>) -> Option<record::Member> {
+    cli.stack.clone().or_else(|| {
+        rec.and_then(|r| r.stack.clone()).map(|mut m| {
+            m.by = None;
+            m
+        })
+    })
+}
+
+/// `--no-cgroup`, or remembered from the record, where it gives way to PM_CGROUP=on
+/// (there is no `--cgroup`).
+fn no_cgroup_of(cli: &Request, rec: Option<&Record>) -> Result<bool> {
+    Ok(cli.no_cgroup
+        || (rec.is_some_and(|r| r.no_cgroup)
+            && cgroup::Want::from_env(false)? != cgroup::Want::Required))
+}
+
 /// The recorded limits, with those given now over them.
 fn limits_of(cli: &Request, rec: Option<&Record>) -> record::Limits {
     let mut limits = rec.map(|r| r.limits.clone()).unwrap_or_default();
@@ -241,23 +261,13 @@ impl Spec {
         let user = cli.user.clone().or(rec.and_then(|r| r.user.clone()));
         let exe = exe_of(rec, user.is_some(), &environment, &argv, &cwd);
         Ok(Spec {
-            // From the record (pm-restart, a start by hand): still the stack's member, but
-            // no longer started by that pm-up run, which must not stop it on an interrupt.
-            stack: cli.stack.clone().or_else(|| {
-                rec.and_then(|r| r.stack.clone()).map(|mut m| {
-                    m.by = None;
-                    m
-                })
-            }),
+            stack: stack_of(cli, rec),
             log_rotation,
             restart,
             print_pid: cli.print_pid,
             exe,
             environment,
-            // A remembered --no-cgroup gives way to PM_CGROUP=on (there is no --cgroup).
-            no_cgroup: cli.no_cgroup
-                || (rec.is_some_and(|r| r.no_cgroup)
-                    && cgroup::Want::from_env(false)? != cgroup::Want::Required),
+            no_cgroup: no_cgroup_of(cli, rec)?,
             limits,
             argv,
             user,
