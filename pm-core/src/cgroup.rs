@@ -262,30 +262,11 @@ impl Base {
     /// `sd`, without creating any cgroup (`create_id` makes the state directory's id if it
     /// has none). `Err` says why not, in words for a message.
     pub fn locate(sd: &crate::StateDir, create_id: bool) -> std::result::Result<Base, String> {
-        let mount = mount().ok_or("no read-write cgroup2 hierarchy is mounted")?;
-        let euid = nix::unistd::geteuid();
-        let parent = if euid.is_root() {
-            mount.clone()
-        } else {
-            let own = cgroup_of("self").ok_or("cannot read /proc/self/cgroup")?;
-            delegated(&mount, &own, euid.as_raw()).ok_or_else(|| {
-                format!("no cgroup subtree is delegated to uid {euid} (own cgroup {own})")
-            })?
-        };
-        // Root in a user namespace, a read-only bind: not writable after all.
-        let w = nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
-        let top = parent.join("pm");
-        let writable = |p: &Path| {
-            nix::unistd::faccessat(nix::fcntl::AT_FDCWD, p, w, nix::fcntl::AtFlags::AT_EACCESS)
-                .is_ok()
-        };
-        if !(writable(&top) || (!top.exists() && writable(&parent))) {
-            return Err(format!("{} is not writable", parent.display()));
-        }
+        let (mount, parent) = writable_parent()?;
         let id = sd
             .cgroup_id(create_id)
             .ok_or("the state directory has no cgroup id yet")?;
-        let dir = top.join(id);
+        let dir = parent.join("pm").join(id);
         Ok(Base { mount, parent, dir })
     }
 
@@ -387,6 +368,55 @@ impl Base {
         out
     }
 }
+
+/// The cgroup2 mount, and the cgroup under which this caller may make `pm/`: the root for
+/// root, else the subtree delegated to this user. `Err` says why there is none.
+fn writable_parent() -> std::result::Result<(PathBuf, PathBuf), String> {
+    let mount = mount().ok_or("no read-write cgroup2 hierarchy is mounted")?;
+
+    let euid = nix::unistd::geteuid();
+    let parent = if euid.is_root() {
+        mount.clone()
+    } else {
+        let own = cgroup_of("self").ok_or("cannot read /proc/self/cgroup")?;
+        delegated(&mount, &own, euid.as_raw()).ok_or_else(|| {
+            format!("no cgroup subtree is delegated to uid {euid} (own cgroup {own})")
+        })?
+    };
+    // Root in a user namespace, a read-only bind: not writable after all.
+    let w = nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
+    let top = parent.join("pm");
+    let writable = |p: &Path| {
+        nix::unistd::faccessat(nix::fcntl::AT_FDCWD, p, w, nix::fcntl::AtFlags::AT_EACCESS).is_ok()
+    };
+    if !(writable(&top) || (!top.exists() && writable(&parent))) {
+        return Err(format!("{} is not writable", parent.display()));
+    }
+    Ok((mount, parent))
+}
+
+/// The directory of the cgroup monitors live in, `BASE/pm/monitors` (made if need be),
+/// for a monitor to be born in; `None` where this caller may make no cgroup. In its
+/// caller's cgroup, a monitor started from a service's command would die with that
+/// service when it is stopped (its cgroup is killed whole), leaving its own service
+/// unsupervised. Shared by every state directory of the base; never in a state
+/// directory's cgroup, whose cgroups are all services' (and swept as such).
+pub fn monitors_dir() -> Option<File> {
+    let (_, parent) = writable_parent().ok()?;
+    let top = parent.join("pm");
+    let dir = top.join(MONITORS);
+    for d in [&top, &dir] {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
+        }
+    }
+    File::open(&dir).ok()
+}
+
+/// The cgroup of monitors, beside the state directories' (see [`Base::monitors_dir`]).
+const MONITORS: &str = "monitors";
 
 /// The last component of a start's cgroup.
 fn leaf(name: &str, run_id: &str) -> String {
@@ -627,9 +657,13 @@ impl Cgroup {
     pub fn remove(&self) -> io::Result<()> {
         remove_tree(&self.path, 0)?;
         // The state directory's cgroup too, once its last start is gone (it fails, and
-        // stays, while another start's cgroup is in it).
+        // stays, while another start's cgroup is in it), and the monitors' once no
+        // monitor is left in it (a monitor cannot remove the cgroup it is in).
         if let Some(parent) = self.path.parent() {
             let _ = fs::remove_dir(parent);
+            if let Some(top) = parent.parent() {
+                let _ = fs::remove_dir(top.join(MONITORS));
+            }
         }
         Ok(())
     }

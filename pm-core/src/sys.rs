@@ -153,18 +153,102 @@ pub fn probe_pre_exec(
 /// `fork(2)`, refused unless this process has a single thread: only then may the child
 /// run arbitrary code (no lock of another thread is held forever in it).
 pub fn fork_single_threaded() -> nix::Result<nix::unistd::ForkResult> {
-    let threads = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1;
-            after.split_whitespace().nth(17)?.parse::<u32>().ok()
-        });
-    if threads != Some(1) {
+    if single_threaded() != Some(true) {
         return Err(nix::errno::Errno::EAGAIN);
     }
     // SAFETY: this process has one thread (checked above), so the child inherits no lock
     // held by another thread and may allocate and run any code.
     unsafe { nix::unistd::fork() }
+}
+
+/// Has this process one thread (from /proc/self/stat)?
+fn single_threaded() -> Option<bool> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = s.rsplit_once(')')?.1;
+    let threads = after.split_whitespace().nth(17)?.parse::<u32>().ok()?;
+    Some(threads == 1)
+}
+
+/// [`fork_single_threaded`], the child born in the cgroup whose directory `cgroup` is
+/// (clone3 `CLONE_INTO_CGROUP`: nothing migrates, so no wait for an RCU grace period).
+/// Where the kernel refuses that, or `PM_CLONE3=off`, a plain fork, and the child moves
+/// itself into the cgroup (best effort: the slow way, on the child's time).
+pub fn fork_single_threaded_into(
+    cgroup: Option<BorrowedFd<'_>>,
+) -> nix::Result<nix::unistd::ForkResult> {
+    use nix::unistd::{ForkResult, Pid};
+    use std::os::fd::AsRawFd;
+    let Some(cg) = cgroup else {
+        return fork_single_threaded();
+    };
+    let moved = || {
+        let forked = fork_single_threaded()?;
+        if let ForkResult::Child = forked {
+            let procs = nix::fcntl::openat(
+                cg,
+                "cgroup.procs",
+                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            );
+            if let Ok(procs) = procs {
+                let me = std::process::id().to_string();
+                let _ = nix::unistd::write(&procs, me.as_bytes());
+            }
+        }
+        Ok(forked)
+    };
+    if !clone3_allowed() {
+        return moved();
+    }
+    if single_threaded() != Some(true) {
+        return Err(nix::errno::Errno::EAGAIN);
+    }
+    let mut no_pidfd = -1;
+    // SAFETY: as in fork_single_threaded: one thread, so the child may run any code.
+    match unsafe { clone3_fork(CLONE_INTO_CGROUP, cg.as_raw_fd() as u64, &mut no_pidfd) } {
+        Ok(0) => Ok(ForkResult::Child),
+        Ok(pid) => Ok(ForkResult::Parent {
+            child: Pid::from_raw(pid),
+        }),
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(nix::errno::Errno::EAGAIN),
+        Err(_) => moved(),
+    }
+}
+
+/// `PM_CLONE3=off` takes the fork path (for tests of the fallback).
+fn clone3_allowed() -> bool {
+    std::env::var_os("PM_CLONE3").is_none_or(|v| v != "off")
+}
+
+/// clone3(2) as a fork with options (no `CLONE_VM`): `flags`, the cgroup fd `cgroup`
+/// (with `CLONE_INTO_CGROUP`), the pidfd stored in `pidfd` (with `CLONE_PIDFD`). Returns
+/// the child's PID here and 0 in the child.
+///
+/// # Safety
+/// As for fork(2): the child continues from here with a copy of this address space, and
+/// may run only what is safe in a child of this process (anything, if it has one thread).
+unsafe fn clone3_fork(flags: u64, cgroup: u64, pidfd: &mut libc::c_int) -> io::Result<i32> {
+    let mut args = CloneArgs {
+        flags,
+        pidfd: pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup,
+        ..CloneArgs::default()
+    };
+    // SAFETY: a valid clone_args of the size given; without CLONE_VM the child gets its
+    // own copy of memory (the caller's contract covers what it runs).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as i32)
+    }
 }
 
 /// Drops this process's mappings of program text (pm-start's and the libraries') before it
@@ -380,30 +464,11 @@ pub fn spawn_exec(
         unsafe { child_main(plan, &argv, &sh_argv, &envp, gate, err_w.as_raw_fd()) }
     };
     let mut pidfd: libc::c_int = -1;
-    let clone3 = |flags: u64, cg: u64, pidfd: &mut libc::c_int| -> io::Result<i32> {
-        let mut args = CloneArgs {
-            flags,
-            pidfd: pidfd as *mut libc::c_int as u64,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: cg,
-            ..CloneArgs::default()
-        };
-        // SAFETY: clone3 without CLONE_VM is fork(2) with options: the child gets a copy
-        // of this address space and continues here with the return value 0.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &mut args as *mut CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(r as i32)
-        }
+    let clone3 = |flags: u64, cg: u64, pidfd: &mut libc::c_int| {
+        // SAFETY: the child only runs child_main (async-signal-safe, no allocation).
+        unsafe { clone3_fork(flags, cg, pidfd) }
     };
-    let allowed = std::env::var_os("PM_CLONE3").is_none_or(|v| v != "off");
+    let allowed = clone3_allowed();
     let mut born = None;
     if allowed {
         if let Some(cg) = cgroup {

@@ -28,7 +28,7 @@ use crate::record::{Phase, Record, Starter};
 use crate::report::say;
 use crate::spawn::Credentials;
 use crate::status::{inspect, Inspection, State};
-use crate::{signal, stop, Code, Name, StateDir};
+use crate::{cgroup, signal, stop, Code, Name, StateDir};
 
 pub use finish::stop_failed;
 pub use plan::{Request, DEFAULT_GRACE};
@@ -99,7 +99,13 @@ pub fn run(req: &Request) -> Result<Ended> {
     let name = Name::new(&req.name)?;
     let mut mon = None;
     if wants_monitor(req, &name) {
-        match supervise::fork()? {
+        // Born in the monitors' cgroup (when its service gets one): not in the caller's,
+        // which may be another service's, stopped whole some day.
+        let home = match cgroup::Want::from_env(req.no_cgroup) {
+            Ok(cgroup::Want::Off) | Err(_) => None,
+            Ok(_) => cgroup::monitors_dir(),
+        };
+        match supervise::fork(home)? {
             supervise::Forked::Parent(ended) => return Ok(ended),
             supervise::Forked::Monitor(m) => mon = Some(m),
         }

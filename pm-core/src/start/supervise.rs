@@ -52,11 +52,15 @@ pub enum Forked {
     Monitor(Monitor),
 }
 
-/// Forks the monitor. The parent waits for its report and returns it; the child goes on
-/// to start the service. Called while pm-start is still single-threaded.
-pub fn fork() -> Result<Forked> {
+/// Forks the monitor, in the cgroup whose directory `home` is if one is given (and the
+/// kernel can). The parent waits for its report and returns it; the child goes on to
+/// start the service. Called while pm-start is still single-threaded.
+pub fn fork(home: Option<std::fs::File>) -> Result<Forked> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os("pipe", e))?;
-    match sys::fork_single_threaded().map_err(|e| os("fork", e))? {
+    let forked = sys::fork_single_threaded_into(home.as_ref().map(|d| d.as_fd()));
+    // Closed on both sides before the child closes what it inherited (a double close).
+    drop(home);
+    match forked.map_err(|e| os("fork", e))? {
         ForkResult::Parent { child } => {
             drop(w);
             Ok(Forked::Parent(await_report(child, r)?))

@@ -1055,3 +1055,46 @@ fn a_handover_to_a_successor_named_by_the_pid_file_is_followed_not_restarted() {
     stop_ok(&sb.stop(&["ho"]));
     assert_nothing_left(&sb, "ho", "after pm-stop");
 }
+
+/// A supervised service started from another service's command keeps its monitor when
+/// that service is stopped: the monitor is born in pm's own cgroup for monitors, not in
+/// its caller's (which pm-stop kills whole), so the helper, killed afterwards, is started
+/// again. Without a cgroup the monitor's own session keeps it apart.
+#[test]
+fn a_monitor_started_by_a_service_outlives_the_stop_of_that_service() {
+    let sb = Sandbox::new();
+    let start = bin_dir().join("pm-start");
+    let script = format!(
+        "{} helper --restart always --restart-delay 0 --grace 0 -- sleep 1000; exec sleep 1000",
+        s(&start)
+    );
+    sb.start_sh("outer", &["--grace", "0"], &script);
+    within("helper is up", PATIENCE, || {
+        field(&sb, "helper", "phase") == "running"
+    });
+    let rec = sb.rec("helper");
+    let monitor = rec["monitor"]["pid"].as_i64().expect("a monitor") as i32;
+    let first = rec["pid"].as_i64().expect("a pid") as i32;
+    let outer = sb.rec("outer");
+    if let Some(cg) = outer["cgroup"].as_str() {
+        let listed = fs::read_to_string(Path::new(cg).join("cgroup.procs")).unwrap();
+        assert!(
+            !listed.lines().any(|l| l == monitor.to_string()),
+            "helper's monitor {monitor} is in outer's cgroup {cg}"
+        );
+    }
+    assert_success(&sb.stop(&["outer"]), "pm-stop outer");
+    assert!(
+        is_alive(monitor),
+        "helper's monitor {monitor} went with outer"
+    );
+    sigkill(first);
+    within("helper is started again", PATIENCE, || {
+        sb.pid("helper").is_some_and(|p| p != first && is_alive(p))
+    });
+    let second = sb.pid("helper").unwrap();
+    assert_success(&sb.stop(&["helper"]), "pm-stop helper");
+    assert_gone(monitor);
+    assert_gone(second);
+    assert!(sb.processes().is_empty(), "left: {:?}", sb.processes());
+}
