@@ -19,7 +19,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -626,6 +626,28 @@ impl Cgroup {
         }
     }
 
+    /// Removes the cgroup once it is empty, waiting until `deadline` for that; true if it
+    /// is gone. An rmdir refused (EBUSY) right after "populated 0" (a task that has exited
+    /// but not yet been unlinked from it) is tried again on the next change of
+    /// cgroup.events, or a tenth of a second later, until the deadline.
+    pub fn remove_once_empty(&self, deadline: Instant) -> bool {
+        loop {
+            let empty = self.wait_empty(deadline);
+            if empty && self.remove().is_ok() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return !self.exists();
+            }
+            self.wait_empty(now + Duration::from_millis(100).min(deadline - now));
+            if empty {
+                // Empty but refused: give the kernel its moment before the next try.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
     /// Thaws a frozen cgroup, so its processes can act on the stop signal.
     pub fn thaw(&self) {
         let frozen = fs::read_to_string(self.path.join("cgroup.events"))
@@ -716,7 +738,8 @@ impl Cgroup {
                     .and_then(|v| v.trim().parse::<u64>().ok())
             })
             .map_or_else(
-                || members.iter().map(Stat::cpu_secs).sum(),
+                // + 0.0: an empty f64 sum is -0.0, which JSON would show.
+                || members.iter().map(Stat::cpu_secs).sum::<f64>() + 0.0,
                 |us| us as f64 / 1e6,
             );
         Usage {
@@ -770,12 +793,8 @@ fn open_dir(path: &Path) -> io::Result<File> {
     let (Some(parent), Some(leaf)) = (path.parent(), path.file_name()) else {
         return open(path);
     };
-    let found = PARENT.with_borrow_mut(|cached| {
-        if cached.as_ref().is_none_or(|(p, _)| p != parent) {
-            *cached = open(parent).ok().map(|d| (parent.to_path_buf(), d));
-        }
-        let (_, dir) = cached.as_ref()?;
-        let fd = nix::fcntl::openat(
+    let from = |dir: &File| {
+        nix::fcntl::openat(
             dir.as_fd(),
             leaf,
             nix::fcntl::OFlag::O_DIRECTORY
@@ -783,14 +802,26 @@ fn open_dir(path: &Path) -> io::Result<File> {
                 | nix::fcntl::OFlag::O_NOFOLLOW
                 | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
-        );
-        fd.ok().map(File::from)
-    });
-    // A parent removed (and made again) since it was opened is looked up afresh.
-    match found {
-        Some(d) => Ok(d),
-        None => open(path),
-    }
+        )
+        .map(File::from)
+        .map_err(io::Error::from)
+    };
+    PARENT.with_borrow_mut(|cached| {
+        if let Some((p, dir)) = cached.as_ref() {
+            if p == parent {
+                if let Ok(d) = from(dir) {
+                    return Ok(d);
+                }
+            }
+        }
+        // None yet, another parent, or one removed (and maybe made again) since it was
+        // opened: the parent afresh, kept for the next lookups.
+        *cached = None;
+        let dir = open(parent)?;
+        let found = from(&dir);
+        *cached = Some((parent.to_path_buf(), dir));
+        found
+    })
 }
 
 fn open_at(dir: &impl AsFd, file: &str) -> io::Result<File> {

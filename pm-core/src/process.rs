@@ -50,7 +50,9 @@ pub fn read_seq(f: fs::File) -> io::Result<String> {
 /// [`read_seq`] of a kernel file of short lines (cgroup.procs, cpu.stat; not mountinfo,
 /// whose lines can be long), without the read that says EOF where the end is plain: a
 /// seq_file stops short of what was asked before its end only when its buffer (a page at
-/// least) cannot take the next line, so a short read of less than half a page is the end.
+/// least) cannot take the next line, so a short first read of less than half a page is
+/// the end. Only the first: a later read may return the rest of a line left in that
+/// buffer, and keep for the next read an error (the cgroup removed meanwhile).
 /// pm-status reads two such files per service; the extra read was a tenth of its calls.
 pub fn read_seq_lines(f: fs::File) -> io::Result<String> {
     read_seq_until(f, true)
@@ -67,9 +69,9 @@ fn read_seq_until(mut f: fs::File, short_lines: bool) -> io::Result<String> {
         match f.read(&mut buf[len..]) {
             Ok(0) => break,
             Ok(n) => {
-                let asked = buf.len() - len;
+                let (asked, first) = (buf.len() - len, len == 0);
                 len += n;
-                if short_lines && n < asked && n < 2048 {
+                if short_lines && first && n < asked && n < 2048 {
                     break;
                 }
             }
@@ -686,6 +688,26 @@ pub fn members(
 mod tests {
     use super::*;
     use std::process::Command;
+
+    /// Only a short *first* read ends a read of short lines: a later one may be the rest
+    /// of a line, with more (or an error) still to come.
+    #[test]
+    fn a_short_read_after_the_first_does_not_end_a_read_of_short_lines() {
+        use std::io::Write;
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut w = fs::File::from(w);
+            let pause = || std::thread::sleep(std::time::Duration::from_millis(50));
+            w.write_all(&[b'1'; 4096]).unwrap();
+            pause();
+            w.write_all(b"2345\n").unwrap();
+            pause();
+            w.write_all(b"67\n").unwrap();
+        });
+        let text = read_seq_lines(fs::File::from(r)).unwrap();
+        writer.join().unwrap();
+        assert_eq!(text.len(), 4096 + 5 + 3, "{:?}", &text[4096..]);
+    }
 
     #[test]
     fn parses_comm_with_spaces_and_parens() {

@@ -278,12 +278,15 @@ fn orphaned(cgroup: Option<crate::cgroup::Cgroup>) {
     // Until ECHILD: no child left.
     while let Ok(_) | Err(Errno::EINTR) = waitpid(None::<nix::unistd::Pid>, None) {}
     if let Some(cg) = cgroup {
-        cg.wait_empty(Instant::now() + Duration::from_secs(1));
-        let _ = cg.remove();
+        cg.remove_once_empty(Instant::now() + RELEASE_WAIT);
     }
 }
 
 const REEXEC_FLAG: &str = "--pm-monitor";
+
+/// How long a monitor whose state directory is gone waits for the ended run's cgroup to
+/// empty (a logger draining, the kernel unlinking the exited) before it leaves it.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     fn finish(mut self, rec: Record) -> Ended {
@@ -431,8 +434,7 @@ impl Supervisor {
     /// for `pm-stop` of a state directory of that NAME to find.
     fn release_cgroup(&self) {
         if let Some(cg) = &self.cgroup {
-            cg.wait_empty(Instant::now() + Duration::from_secs(1));
-            let _ = cg.remove();
+            cg.remove_once_empty(Instant::now() + RELEASE_WAIT);
         }
     }
 
