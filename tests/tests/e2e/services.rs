@@ -816,12 +816,11 @@ fn nginx_self_daemonizing_is_followed_through_its_pid_file() {
     let st = Stat::read(master).expect("master alive");
     assert_eq!(st.session, master, "master leads its own session");
     // (Not the record's sid: nginx's launcher writes nginx.pid before the master's
-    // setsid(), so pm-start may see the master still in the launcher's session.)
-    assert!(
-        title(master).contains("master process"),
-        "{}",
-        title(master)
-    );
+    // setsid(), so pm-start may see the master still in the launcher's session.) Its
+    // title it sets later still.
+    wait_until("the master's title", || {
+        title(master).contains("master process")
+    });
     let workers = ng.workers(master);
     g.track(master);
     assert!(http_get(ng.port, "/").contains("hello from nginx"));
