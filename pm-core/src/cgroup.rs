@@ -373,7 +373,6 @@ impl Base {
 /// root, else the subtree delegated to this user. `Err` says why there is none.
 fn writable_parent() -> std::result::Result<(PathBuf, PathBuf), String> {
     let mount = mount().ok_or("no read-write cgroup2 hierarchy is mounted")?;
-
     let euid = nix::unistd::geteuid();
     let parent = if euid.is_root() {
         mount.clone()
@@ -415,7 +414,7 @@ pub fn monitors_dir() -> Option<File> {
     File::open(&dir).ok()
 }
 
-/// The cgroup of monitors, beside the state directories' (see [`Base::monitors_dir`]).
+/// The cgroup of monitors, beside the state directories' (see [`monitors_dir`]).
 const MONITORS: &str = "monitors";
 
 /// The last component of a start's cgroup.
@@ -774,7 +773,6 @@ impl Cgroup {
     }
 }
 
-/// Opens `file` in the directory `dir` for reading.
 /// A cgroup's directory, O_PATH (only a place to look up from: no open of it), found from
 /// its parent's, which each thread opens once: the services of a state directory share
 /// one parent, and the walk of its path through kernfs was the dearest part of the open.
@@ -824,6 +822,7 @@ fn open_dir(path: &Path) -> io::Result<File> {
     })
 }
 
+/// Opens `file` in the directory `dir` for reading.
 fn open_at(dir: &impl AsFd, file: &str) -> io::Result<File> {
     let fd = nix::fcntl::openat(
         dir.as_fd(),
